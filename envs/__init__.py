@@ -1,0 +1,38 @@
+"""robotrl's simulators behind one gymnasium API, with reward components on every step.
+
+Public API: `make`, `make_vec`, `VecEnv`, `register`, `list_envs`, `get_env_spec`, `reward_spec`, `EnvSpec`,
+`UnknownEnvError`, `RewardComponent`, `RewardTerms`, `combine_components`, `spec_weights_vector`.
+Importing `envs` sets MUJOCO_GL=egl (PYOPENGL_PLATFORM to match) and SDL_VIDEODRIVER=dummy unless already set, so
+import it before anything imports mujoco.
+"""
+
+# ruff: noqa: E402  (the GL variables must be set before any import below can pull in mujoco or PyOpenGL)
+from envs.rendering import configure_headless_gl
+
+HEADLESS_GL_BACKEND = configure_headless_gl()
+
+from envs.components import RewardComponent, RewardSpec, RewardTerms, combine_components, spec_weights_vector
+from envs.gym_envs import register_gymnasium_envs
+from envs.registry import EnvSpec, UnknownEnvError, get_env_spec, list_envs, make, register, reward_spec
+from envs.vector import VecEnv, make_vec
+from envs.wrappers import RewardComponentsWrapper
+
+register_gymnasium_envs()
+
+__all__ = [
+    "EnvSpec",
+    "RewardComponent",
+    "RewardComponentsWrapper",
+    "RewardSpec",
+    "RewardTerms",
+    "UnknownEnvError",
+    "VecEnv",
+    "combine_components",
+    "get_env_spec",
+    "list_envs",
+    "make",
+    "make_vec",
+    "register",
+    "reward_spec",
+    "spec_weights_vector",
+]

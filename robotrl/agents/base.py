@@ -1,0 +1,84 @@
+"""What every agent shares: its config base class, optimiser helpers and checkpoint state."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class AgentConfig(BaseModel):
+    """Fields common to all agents; each agent file subclasses this with its own hyper-parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gamma: float = Field(0.99, gt=0.0, le=1.0, description="discount factor")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    activation: str = "relu"
+    compile: bool = Field(False, description="torch.compile the networks (first updates are slow while compiling)")
+
+
+def adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch offers one for this device (same maths, fewer kernel launches)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging target <- (1 - tau) * target + tau * source, in one fused call."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def frozen(module: nn.Module):
+    """Context manager that stops gradients into `module`'s parameters (used when a critic scores the actor)."""
+    return _Frozen(module)
+
+
+class _Frozen:
+    def __init__(self, module: nn.Module) -> None:
+        self.params = list(module.parameters())
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.params:
+            p.requires_grad_(True)
+
+
+class Agent(nn.Module, ABC):
+    """Acts, updates, and saves/loads its full state (networks, optimisers, counters). Actions live in [-1, 1]."""
+
+    on_policy: bool = False
+
+    def __init__(self, obs_dim: int, action_dim: int, device: torch.device) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim, self.device = obs_dim, action_dim, device
+        self.num_updates = 0
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions in [-1, 1] for a batch of raw observations."""
+
+    @abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Named optimisers, for checkpoints."""
+
+    def full_state(self) -> dict[str, Any]:
+        """Everything needed to continue training bit-for-bit."""
+        return {
+            "modules": self.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
+            "num_updates": self.num_updates,
+        }
+
+    def load_full_state(self, state: dict[str, Any]) -> None:
+        """Restore what `full_state` returned."""
+        self.load_state_dict(state["modules"])
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.num_updates = state["num_updates"]

@@ -1,0 +1,172 @@
+"""Proximal Policy Optimisation (Schulman et al. 2017) with GAE, clipping, optional value clipping and
+observation / reward normalisation.
+
+The policy is a state-independent-std Gaussian on an MLP and the value function a separate MLP (SB3's default
+layout, orthogonal init). Minibatch updates work on preallocated tensors with plain-tensor log-probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from robotrl.agents.base import Agent, AgentConfig, adam
+from robotrl.core.buffers import RolloutBuffer
+from robotrl.core.distributions import gaussian_entropy, gaussian_log_prob
+from robotrl.core.networks import mlp, orthogonal_init
+from robotrl.core.normalizers import ReturnScaler, RunningMeanStd
+
+
+class PPOConfig(AgentConfig):
+    """PPO hyper-parameters (defaults follow SB3's PPO)."""
+
+    name: Literal["ppo"] = "ppo"
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    activation: str = "tanh"
+    num_steps: int = Field(2048, gt=0, description="env steps per env in each rollout")
+    minibatch_size: int = Field(64, gt=1)
+    epochs: int = Field(10, gt=0)
+    lr: float = Field(3e-4, gt=0.0)
+    anneal_lr: bool = Field(False, description="linearly decay the learning rate to 0 over training")
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(0.2, gt=0.0)
+    clip_range_vf: float | None = Field(None, gt=0.0, description="value clipping (PPO2 max form); None = off")
+    ent_coef: float = Field(0.0, ge=0.0)
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float = Field(0.5, gt=0.0)
+    normalize_advantage: bool = True
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    target_kl: float | None = Field(None, gt=0.0, description="stop an epoch's updates when approx KL exceeds 1.5x")
+    log_std_init: float = 0.0
+    ortho_init: bool = True
+
+
+class PPO(Agent):
+    """PPO for continuous (Gaussian, clipped to [-1, 1] in the env) or discrete (categorical) actions."""
+
+    on_policy = True
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, config: PPOConfig, device: torch.device, num_envs: int = 1,
+        discrete: bool = False,
+    ) -> None:
+        super().__init__(obs_dim, action_dim, device)
+        self.config = c = config
+        self.discrete = discrete
+        self.policy_net = mlp(obs_dim, c.hidden_sizes, action_dim, c.activation)
+        self.value_net = mlp(obs_dim, c.hidden_sizes, 1, c.activation)
+        if c.ortho_init:
+            orthogonal_init(self.policy_net, math.sqrt(2))
+            orthogonal_init(self.value_net, math.sqrt(2))
+            orthogonal_init(self.policy_net[-1], 0.01)
+            orthogonal_init(self.value_net[-1], 1.0)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(c.log_std_init)), requires_grad=not discrete)
+        self.obs_rms = RunningMeanStd((obs_dim,))
+        self.return_scaler = ReturnScaler(num_envs, c.gamma)
+        self.to(device)
+        self.opt = adam(self.parameters(), c.lr, device)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"policy": self.opt}
+
+    def normalize_obs(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """Normalise observations when configured, optionally folding them into the running stats first."""
+        if not self.config.normalize_obs:
+            return obs
+        if update:
+            self.obs_rms.update(obs)
+        return self.obs_rms.normalize(obs)
+
+    def scale_reward(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """Divide rewards by the running std of the discounted return when configured."""
+        return self.return_scaler(reward, done) if self.config.normalize_reward else reward
+
+    def _log_prob_entropy(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.policy_net(obs)
+        if self.discrete:
+            logits = torch.log_softmax(out, -1)
+            log_prob = logits.gather(-1, action.long()).squeeze(-1)
+            return log_prob, -(logits.exp() * logits).sum(-1)
+        log_std = self.log_std.expand_as(out)
+        return gaussian_log_prob(action, out, log_std), gaussian_entropy(log_std)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Deterministic (mean / argmax) or sampled actions for raw observations."""
+        return self.sample(self.normalize_obs(obs), deterministic)[0]
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action and its log-probability for already-normalised observations."""
+        out = self.policy_net(obs)
+        if self.discrete:
+            logits = torch.log_softmax(out, -1)
+            action = logits.argmax(-1, keepdim=True) if deterministic else torch.multinomial(logits.exp(), 1)
+            return action.float(), logits.gather(-1, action).squeeze(-1)
+        action = out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+        return action, gaussian_log_prob(action, out, self.log_std.expand_as(out))
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """State values for already-normalised observations."""
+        return self.value_net(obs).squeeze(-1)
+
+    def set_progress(self, fraction_done: float) -> None:
+        """Anneal the learning rate linearly when configured."""
+        if self.config.anneal_lr:
+            for group in self.opt.param_groups:
+                group["lr"] = self.config.lr * max(1.0 - fraction_done, 0.0)
+
+    def update(self, rollout: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """`epochs` passes of clipped-surrogate minibatch updates over a finished rollout."""
+        c = self.config
+        data = rollout.flat()
+        n = data["obs"].shape[0]
+        params = [p for p in self.parameters() if p.requires_grad]
+        stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                                 "clip_fraction")}
+        stop = False
+        for _ in range(c.epochs):
+            for idx in torch.randperm(n, device=self.device).split(c.minibatch_size):
+                obs, actions, old_log_prob = data["obs"][idx], data["actions"][idx], data["log_probs"][idx]
+                advantages, returns, old_values = data["advantages"][idx], data["returns"][idx], data["values"][idx]
+                log_prob, entropy = self._log_prob_entropy(obs, actions)
+                values = self.value_net(obs).squeeze(-1)
+                if c.normalize_advantage and len(idx) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - old_log_prob
+                ratio = log_ratio.exp()
+                policy_loss = -torch.min(advantages * ratio,
+                                         advantages * ratio.clamp(1.0 - c.clip_range, 1.0 + c.clip_range)).mean()
+                value_loss = (values - returns).pow(2)
+                if c.clip_range_vf is not None:
+                    clipped = old_values + (values - old_values).clamp(-c.clip_range_vf, c.clip_range_vf)
+                    value_loss = torch.max(value_loss, (clipped - returns).pow(2))
+                value_loss = value_loss.mean()
+                loss = policy_loss - c.ent_coef * entropy.mean() + c.vf_coef * value_loss
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
+                if c.target_kl is not None and approx_kl > 1.5 * c.target_kl:
+                    stop = True
+                    break
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, c.max_grad_norm, foreach=True)
+                self.opt.step()
+                self.num_updates += 1
+                for key, value in (("policy_loss", policy_loss), ("value_loss", value_loss),
+                                   ("entropy", entropy.mean()), ("approx_kl", approx_kl),
+                                   ("clip_fraction", ((ratio - 1.0).abs() > c.clip_range).float().mean())):
+                    stats[key].append(value.detach())
+            if stop:
+                break
+        metrics = {k: torch.stack(v).mean() for k, v in stats.items() if v}
+        returns, values = data["returns"], data["values"]
+        metrics["explained_variance"] = 1.0 - (returns - values).var() / (returns.var() + 1e-8)
+        metrics["std"] = self.log_std.exp().mean().detach()
+        return metrics

@@ -1,0 +1,175 @@
+"""The `robotrl` command line: train, resume, eval (with videos), plot, envs, config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  robotrl train configs/pendulum_sac.yaml
+  robotrl train configs/halfcheetah_sac.yaml train.total_steps=50000 algo.actor_lr=1e-3 seed=1
+  robotrl resume runs/pendulum-sac-20261123-142200
+  robotrl eval runs/pendulum-sac-20261123-142200 --episodes 3 --video
+  robotrl plot runs/a runs/b --metric eval/return --out curves.png
+  robotrl envs
+"""
+
+
+def find_run(spec: str, runs_dir: Path = Path("runs")) -> Path:
+    """A run directory from a path, a run name prefix (newest match), or `latest`."""
+    path = Path(spec)
+    if path.is_dir() and (path / "config.yaml").exists():
+        return path
+    runs = [p for p in runs_dir.glob("*") if (p / "config.yaml").exists()]
+    candidates = sorted(runs, key=lambda p: p.stat().st_mtime)
+    if spec != "latest":
+        candidates = [p for p in candidates if p.name.startswith(spec)]
+    if not candidates:
+        raise ValueError(f"no run found for '{spec}': pass a run directory (runs/<name>-<time>), a run name, or latest")
+    return candidates[-1]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from robotrl.config import load_config
+    from robotrl.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    result = Trainer(config, run_dir=args.run_dir, progress=not args.no_progress).train()
+    print(f"run: {result.run_dir}  steps: {result.steps}  final eval: {_fmt(result.final_eval)}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from robotrl.trainer import Trainer
+
+    run = find_run(args.run)
+    trainer = Trainer.resume(run, progress=not args.no_progress, overrides=tuple(args.overrides))
+    print(f"resuming {run} from step {trainer.step}")
+    result = trainer.train()
+    print(f"run: {result.run_dir}  steps: {result.steps}  final eval: {_fmt(result.final_eval)}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from robotrl.policy import load_policy
+
+    run = find_run(args.run)
+    policy = load_policy(run, device=args.device)
+    video_dir = Path(args.video_dir) / run.name if args.video else None
+    result = policy.evaluate(args.episodes, seed=args.seed, video_dir=video_dir, width=args.width,
+                             height=args.height, camera=args.camera, deterministic=not args.stochastic)
+    print(f"{run.name}: {_fmt(result.summary())} over {args.episodes} episode(s)")
+    for path in result.videos:
+        print(f"video: {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from robotrl.plotting import plot_runs
+
+    runs = [find_run(r) for r in args.runs]
+    out = Path(args.out) if args.out else (runs[0] / "curves.png")
+    plot_runs(runs, args.metric, out, window=args.smooth, title=args.title)
+    print(f"plot: {out}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    import envs
+
+    for env_id in envs.list_envs():
+        print(env_id)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from robotrl.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robotrl", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train control policies from YAML configs, evaluate them and render videos.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train from a YAML config", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train from a YAML config. Writes runs/<name>-<time>/ with the resolved config, "
+                       "metrics.jsonl, TensorBoard events and checkpoint.pt.",
+                       epilog="overrides: dotted keys, e.g. algo.batch_size=128 train.total_steps=2e4 seed=3")
+    p.add_argument("config", help="path to a YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides applied before validation")
+    p.add_argument("--run-dir", type=Path, default=None, help="write the run here instead of runs/<name>-<time>")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a killed or finished run from its last checkpoint",
+                       description="Continue a run from checkpoint.pt with its replay buffer, optimisers, RNG states "
+                       "and counters. Overrides may extend it, e.g. train.total_steps=200000.")
+    p.add_argument("run", help="run directory, run name prefix, or 'latest'")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. a larger train.total_steps)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("eval", help="evaluate a trained run, optionally writing mp4 videos",
+                       description="Run deterministic evaluation episodes from a run's checkpoint. With --video, "
+                       "writes one mp4 per episode under videos/<run>/ (headless, no display needed).")
+    p.add_argument("run", help="run directory, run name prefix, or 'latest'")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--video", action="store_true", help="render episodes to videos/<run>/episode-NNN.mp4")
+    p.add_argument("--video-dir", default="videos", help="parent folder for videos (default: videos)")
+    p.add_argument("--width", type=int, default=None, help="video width (default: the run's video.width)")
+    p.add_argument("--height", type=int, default=None, help="video height (default: the run's video.height)")
+    p.add_argument("--camera", default=None, help="MuJoCo camera name or id")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="plot learning curves of one or more runs to a PNG",
+                       description="Plot metrics from runs' metrics.jsonl, one line per run.")
+    p.add_argument("runs", nargs="+", help="run directories or names")
+    p.add_argument("--metric", nargs="+", default=["eval/return", "train/episode_return"],
+                   help="metrics to plot, one subplot each (default: eval/return train/episode_return)")
+    p.add_argument("--out", default=None, help="PNG path (default: <first run>/curves.png)")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("envs", help="list registered environment ids")
+    p.set_defaults(func=cmd_envs)
+
+    p = sub.add_parser("config", help="validate a config and print it fully resolved")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from robotrl.config import ConfigError
+    from robotrl.trainer import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted: checkpoint saved; continue with `robotrl resume <run>`", file=sys.stderr)
+        return 130
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Typed run configs: YAML files validated into pydantic schemas, with `key.sub=value` command-line overrides.
+
+Every error a user can make (unknown key, wrong type, bad value, malformed override) raises `ConfigError`, whose
+message names the file and the dotted key, and suggests close matches for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from robotrl.agents import PPOConfig, SACConfig, TD3Config
+
+AlgoConfig = Annotated[SACConfig | TD3Config | PPOConfig, Field(discriminator="name")]
+
+
+class ConfigError(ValueError):
+    """A config file or override the user can fix; the message says where and what."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvConfig(Strict):
+    id: str = Field(description="environment id, see `robotrl envs`")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the environment constructor")
+    num_envs: int = Field(1, gt=0)
+    vectorization: Literal["sync", "async"] = "sync"
+    max_episode_steps: int | None = Field(None, gt=0)
+
+
+class TrainConfig(Strict):
+    total_steps: int = Field(100_000, gt=0, description="env steps (summed over parallel envs)")
+    eval_every: int = Field(10_000, ge=0, description="env steps between evaluations; 0 = only at the end")
+    eval_episodes: int = Field(5, gt=0)
+    checkpoint_every: int = Field(10_000, gt=0)
+    log_every: int = Field(1_000, gt=0)
+    torch_threads: int | None = Field(1, gt=0, description="intra-op threads; small MLPs are fastest on 1-2")
+    save_buffer: bool = Field(True, description="store the replay buffer in checkpoints (exact resume)")
+
+
+class RewardConfig(Strict):
+    source: Literal["env", "components"] = "env"
+    weights: dict[str, float] = Field(default_factory=dict, description="signed weight per reward component")
+
+
+class WandbConfig(Strict):
+    mode: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "robotrl"
+    entity: str | None = None
+
+
+class LoggingConfig(Strict):
+    tensorboard: bool = True
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
+class VideoConfig(Strict):
+    width: int = Field(480, gt=0)
+    height: int = Field(480, gt=0)
+    camera: str | int | None = None
+    fps: int = Field(30, gt=0)
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    runs_dir: str = "runs"
+    env: EnvConfig
+    algo: AlgoConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (so `1e-3`, `[64, 64]`, `null` work)."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' must look like key.sub=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{override}' has an empty key part")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{override}': value is not valid YAML ({err})") from None
+    if isinstance(value, str):
+        value = _maybe_number(value)
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{override}': '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _maybe_number(text: str) -> Any:
+    """YAML 1.1 reads `3e-4` as a string; read it as a float as users expect."""
+    try:
+        return float(text) if any(ch in text for ch in "eE.") else text
+    except ValueError:
+        return text
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or start from `base`), apply overrides and validate; raise ConfigError on any problem."""
+    source = str(path) if path is not None else "<config>"
+    raw: dict[str, Any] = copy.deepcopy(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        raw = loaded
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, raw)) from None
+
+
+def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    """One line per problem: `file: dotted.key: what is wrong`, with suggestions for unknown keys."""
+    lines = [f"invalid config {source}:"]
+    for problem in err.errors():
+        loc = [str(p) for p in problem["loc"] if p not in ("sac", "td3", "ppo")]
+        key = ".".join(loc) or "<top level>"
+        if problem["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1], raw)
+            close = difflib.get_close_matches(loc[-1], allowed, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f" (allowed: {', '.join(sorted(allowed))})"
+            lines.append(f"  {key}: unknown key{hint}")
+        elif problem["type"] == "union_tag_invalid" or problem["type"] == "union_tag_not_found":
+            lines.append(f"  {key}.name: must be one of sac, td3, ppo")
+        else:
+            got = problem.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {problem['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
+    """Field names of the schema section at `loc` (resolving the algo union by its name)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        if part == "algo":
+            name = (raw.get("algo") or {}).get("name", "sac")
+            model = {"sac": SACConfig, "td3": TD3Config, "ppo": PPOConfig}.get(name, SACConfig)
+            continue
+        annotation = model.model_fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The fully resolved config as YAML (saved in every run directory)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,190 @@
+"""Replay buffer (with batched reward relabelling) and rollout buffer (with GAE), stored as preallocated tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+RewardFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class ReplayBatch:
+    """A sampled minibatch; `terminated` is 1.0 where the episode truly ended (no bootstrap)."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions that keeps everything needed to recompute rewards later.
+
+    Besides (obs, action, reward, next_obs, terminated) it stores the env reward, the env's reward components,
+    truncation flags and the step index within the episode, so a new reward function can relabel every stored
+    transition (`relabel`) and later modules can cut trajectory segments. Truncated transitions are stored with
+    terminated=0 and their true final observation, so the critic bootstraps through time limits.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        num_components: int = 0,
+        device: torch.device | str = "cpu",
+        obs_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity <= 0:
+            raise ValueError(f"replay buffer capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self.device = torch.device(device)
+        self.pos = 0
+        self.size = 0
+        self.total_added = 0
+        f32 = {"dtype": torch.float32, "device": self.device}
+        self.storage: dict[str, torch.Tensor] = {
+            "obs": torch.zeros((capacity, *obs_shape), dtype=obs_dtype, device=self.device),
+            "next_obs": torch.zeros((capacity, *obs_shape), dtype=obs_dtype, device=self.device),
+            "action": torch.zeros((capacity, action_dim), **f32),
+            "reward": torch.zeros(capacity, **f32),
+            "env_reward": torch.zeros(capacity, **f32),
+            "components": torch.zeros((capacity, num_components), **f32),
+            "terminated": torch.zeros(capacity, **f32),
+            "truncated": torch.zeros(capacity, dtype=torch.bool, device=self.device),
+            "episode_step": torch.zeros(capacity, dtype=torch.int64, device=self.device),
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **fields: np.ndarray | torch.Tensor) -> None:
+        """Append a batch of transitions (leading dim = number of envs); keys are the storage names."""
+        missing = {"obs", "action", "next_obs", "reward", "terminated"} - fields.keys()
+        if missing:
+            raise ValueError(f"ReplayBuffer.add is missing {sorted(missing)}")
+        n = len(fields["obs"])
+        if self.pos + n <= self.capacity:
+            index: slice | torch.Tensor = slice(self.pos, self.pos + n)
+        else:
+            index = torch.arange(self.pos, self.pos + n, device=self.device) % self.capacity
+        for key, value in fields.items():
+            target = self.storage[key]
+            target[index] = torch.as_tensor(value, device=self.device).to(target.dtype).reshape(n, *target.shape[1:])
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+        self.total_added += n
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch:
+        """Uniformly sample `batch_size` stored transitions (with replacement)."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        s = self.storage
+        return ReplayBatch(s["obs"][idx], s["action"][idx], s["reward"][idx], s["next_obs"][idx], s["terminated"][idx])
+
+    def chronological_indices(self) -> torch.Tensor:
+        """Indices of stored transitions from oldest to newest (correct after the ring has wrapped)."""
+        if self.size < self.capacity:
+            return torch.arange(self.size, device=self.device)
+        return (torch.arange(self.capacity, device=self.device) + self.pos) % self.capacity
+
+    @torch.no_grad()
+    def relabel(self, reward_fn: RewardFn, chunk_size: int = 65536) -> None:
+        """Overwrite the reward of EVERY stored transition with `reward_fn`, in batches of `chunk_size`.
+
+        `reward_fn` receives a dict of stored fields for a chunk (obs, action, next_obs, env_reward, components,
+        terminated, truncated, episode_step) and returns a [chunk] tensor. All `size` slots are visited, so the
+        result is right whether or not the ring has wrapped.
+        """
+        s = self.storage
+        for start in range(0, self.size, chunk_size):
+            sl = slice(start, min(start + chunk_size, self.size))
+            chunk = {key: value[sl] for key, value in s.items() if key != "reward"}
+            rewards = torch.as_tensor(reward_fn(chunk), device=self.device, dtype=torch.float32).reshape(-1)
+            if rewards.shape[0] != sl.stop - sl.start:
+                raise ValueError(f"reward function returned {rewards.shape[0]} rewards for {sl.stop - sl.start} inputs")
+            if not torch.isfinite(rewards).all():
+                raise FloatingPointError("reward function returned NaN or inf while relabelling the replay buffer")
+            s["reward"][sl] = rewards
+
+    def state_dict(self) -> dict[str, Any]:
+        """Filled part of the storage plus ring pointers (CPU tensors, for checkpoints)."""
+        return {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "size": self.size,
+            "total_added": self.total_added,
+            "storage": {key: value[: self.size].cpu() for key, value in self.storage.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a buffer saved by `state_dict` (capacity must match)."""
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"checkpoint buffer capacity {state['capacity']} != configured {self.capacity}")
+        self.pos, self.size, self.total_added = state["pos"], state["size"], state["total_added"]
+        for key, value in state["storage"].items():
+            self.storage[key][: self.size] = value.to(self.device)
+
+
+class RolloutBuffer:
+    """Fixed-length on-policy rollout of `num_steps x num_envs` with GAE(lambda) advantages."""
+
+    def __init__(
+        self, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], action_dim: int, device: torch.device | str
+    ) -> None:
+        self.num_steps, self.num_envs = num_steps, num_envs
+        self.device = torch.device(device)
+        shape = (num_steps, num_envs)
+        z = lambda *extra: torch.zeros((*shape, *extra), dtype=torch.float32, device=self.device)
+        self.obs, self.actions = z(*obs_shape), z(action_dim)
+        self.log_probs, self.values, self.rewards, self.dones = z(), z(), z(), z()
+        self.advantages, self.returns = z(), z()
+        self.step = 0
+
+    @property
+    def full(self) -> bool:
+        return self.step >= self.num_steps
+
+    def add(
+        self, obs: torch.Tensor, action: torch.Tensor, log_prob: torch.Tensor, value: torch.Tensor,
+        reward: torch.Tensor, done: torch.Tensor,
+    ) -> None:
+        """Store one vector step; `reward` must already include gamma*V(final_obs) for truncated episodes."""
+        t = self.step
+        self.obs[t], self.actions[t], self.log_probs[t] = obs, action, log_prob
+        self.values[t], self.rewards[t], self.dones[t] = value, reward, done
+        self.step += 1
+
+    def compute_gae(self, last_value: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+        """Fill advantages and returns; `dones[t]` cuts the bootstrap after step t."""
+        next_adv = torch.zeros(self.num_envs, device=self.device)
+        next_value = last_value
+        for t in reversed(range(self.num_steps)):
+            live = 1.0 - self.dones[t]
+            delta = self.rewards[t] + gamma * next_value * live - self.values[t]
+            next_adv = delta + gamma * gae_lambda * live * next_adv
+            self.advantages[t] = next_adv
+            next_value = self.values[t]
+        self.returns = self.advantages + self.values
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """All fields with the time and env axes merged, for minibatching."""
+        n = self.num_steps * self.num_envs
+        return {
+            "obs": self.obs.reshape(n, *self.obs.shape[2:]),
+            "actions": self.actions.reshape(n, -1),
+            "log_probs": self.log_probs.reshape(n),
+            "values": self.values.reshape(n),
+            "advantages": self.advantages.reshape(n),
+            "returns": self.returns.reshape(n),
+        }
+
+    def reset(self) -> None:
+        self.step = 0

@@ -1,0 +1,89 @@
+"""Deterministic evaluation episodes and mp4 videos (headless)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import envs
+from robotrl.agents.base import Agent
+from robotrl.spaces import ActionAdapter
+
+
+@dataclass
+class EvalResult:
+    """Per-episode returns (env reward), lengths, success flags and the video files written."""
+
+    returns: list[float]
+    lengths: list[int]
+    successes: list[bool]
+    videos: list[Path] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        out = {"eval/return": float(np.mean(self.returns)), "eval/return_std": float(np.std(self.returns)),
+               "eval/length": float(np.mean(self.lengths))}
+        if any(self.successes):
+            out["eval/success_rate"] = float(np.mean(self.successes))
+        return out
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Agent, env: object, adapter: ActionAdapter, episodes: int, seed: int, device: torch.device,
+    video_dir: Path | None = None, fps: int = 30, deterministic: bool = True,
+) -> EvalResult:
+    """Run `episodes` episodes of `agent` on a single (non-vector) env; write one mp4 per episode if `video_dir`."""
+    result = EvalResult([], [], [])
+    was_training = agent.training
+    agent.eval()
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            frames = [env.render()] if video_dir is not None else None
+            done, total, length, success = False, 0.0, 0, False
+            while not done:
+                obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
+                action = agent.act(obs_t, deterministic=deterministic)[0].cpu().numpy()
+                obs, reward, terminated, truncated, info = env.step(adapter.to_env(action))
+                total += float(reward)
+                length += 1
+                success = success or bool(info.get("success", False))
+                done = terminated or truncated
+                if frames is not None:
+                    frames.append(env.render())
+            result.returns.append(total)
+            result.lengths.append(length)
+            result.successes.append(success)
+            if video_dir is not None and frames is not None:
+                result.videos.append(write_video(frames, video_dir / f"episode-{episode:03d}.mp4", fps))
+    finally:
+        agent.train(was_training)
+    return result
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
+    """Encode RGB frames to H.264 mp4 with the ffmpeg that imageio-ffmpeg ships (no display or system ffmpeg)."""
+    import imageio.v2 as imageio
+
+    if not frames:
+        raise ValueError("no frames to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    pad = (height % 2, width % 2)  # libx264 needs even sizes
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1,
+                            ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            if any(pad):
+                frame = np.pad(frame, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+            writer.append_data(np.ascontiguousarray(frame, dtype=np.uint8))
+    return path
+
+
+def make_eval_env(env_id: str, kwargs: dict, video: bool, width: int, height: int, camera: str | int | None,
+                  max_episode_steps: int | None = None) -> object:
+    """A single env for evaluation, rendering RGB arrays headless when a video is wanted."""
+    extra = {"render_mode": "rgb_array", "width": width, "height": height, "camera": camera} if video else {}
+    return envs.make(env_id, max_episode_steps=max_episode_steps, **extra, **kwargs)

@@ -1,0 +1,40 @@
+"""Mapping between the agents' action convention ([-1, 1] boxes, integer indices) and an env's action space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class ActionAdapter:
+    """Describes an action space to agents and rescales their actions for the env."""
+
+    discrete: bool
+    action_dim: int  # number of choices for discrete spaces, vector size for boxes
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    @classmethod
+    def from_space(cls, space: gym.Space) -> ActionAdapter:
+        if isinstance(space, gym.spaces.Discrete):
+            return cls(True, int(space.n))
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+                raise ValueError(f"unbounded action space {space} is not supported: bound it with a wrapper")
+            return cls(False, int(space.shape[0]), space.low.astype(np.float32), space.high.astype(np.float32))
+        raise ValueError(f"action space {space} is not supported (use Discrete or a 1-D Box)")
+
+    @property
+    def stored_dim(self) -> int:
+        """Width of an action as stored in buffers."""
+        return 1 if self.discrete else self.action_dim
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        """Agent action(s) -> env action(s): clip to [-1, 1] and rescale to [low, high], or take the integer index."""
+        if self.discrete:
+            return np.asarray(action).astype(np.int64).reshape(np.shape(action)[:-1] or ())
+        clipped = np.clip(action, -1.0, 1.0)
+        return self.low + (clipped + 1.0) * 0.5 * (self.high - self.low)

@@ -1,0 +1,317 @@
+"""The training loop: owns envs, the reward source, buffers, logging, evaluation and checkpoints.
+
+Agents only act and update. Rewards always come from a `RewardSource` (the env reward by default), so learned or
+generated rewards plug in without touching agents, and off-policy buffers can be relabelled when the source changes.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from reward_learning import ComponentReward, EnvReward, RewardSource
+from robotrl.agents import AGENTS, Agent
+from robotrl.config import RunConfig, dump_config, load_config
+from robotrl.core import checkpoint as ckpt
+from robotrl.core.buffers import ReplayBuffer, RolloutBuffer
+from robotrl.core.device import resolve_device, set_torch_threads
+from robotrl.evaluation import evaluate, make_eval_env
+from robotrl.logger import MetricsLogger, to_float
+from robotrl.progress import TrainingProgress
+from robotrl.spaces import ActionAdapter
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, parameter or reward became NaN/inf; the last good checkpoint is kept."""
+
+
+class _Stop(KeyboardInterrupt):
+    """Raised from the SIGTERM handler so the loop can checkpoint and exit cleanly."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_eval: dict[str, float]
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """`<runs_dir>/<name>-<YYYYmmdd-HHMMSS>` (suffixed if it already exists)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(config.runs_dir) / f"{config.name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device: torch.device) -> Agent:
+    """Instantiate the configured agent for these spaces, with a clear error for impossible pairings."""
+    cls = AGENTS[config.algo.name]
+    if adapter.discrete and not cls.on_policy:
+        raise ValueError(f"{config.algo.name} needs continuous actions but {config.env.id} has discrete actions; "
+                         "use algo.name=ppo")
+    if cls.on_policy:
+        return cls(obs_dim, adapter.action_dim, config.algo, device, num_envs=config.env.num_envs,
+                   discrete=adapter.discrete)
+    return cls(obs_dim, adapter.action_dim, config.algo, device)
+
+
+def build_reward_source(config: RunConfig, component_names: list[str]) -> RewardSource:
+    """The reward source the config asks for."""
+    if config.reward.source == "components":
+        return ComponentReward(component_names, config.reward.weights)
+    return EnvReward()
+
+
+class Trainer:
+    """Train one run from a config; `Trainer.resume(run_dir)` continues a killed run from its last checkpoint."""
+
+    def __init__(self, config: RunConfig, run_dir: Path | None = None, reward_source: RewardSource | None = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+        self.show_progress = progress
+        set_torch_threads(config.train.torch_threads)
+        self.device = resolve_device(config.device)
+        ckpt.seed_everything(config.seed)
+        self.vec = envs.make_vec(config.env.id, config.env.num_envs, seed=config.seed,
+                                 vectorization=config.env.vectorization,
+                                 max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+        self.component_names = [c.name for c in self.vec.reward_spec]
+        obs_space = self.vec.single_observation_space
+        if len(obs_space.shape) != 1:
+            raise ValueError(f"{config.env.id}: only flat vector observations are supported so far, got {obs_space}")
+        self.obs_dim = int(obs_space.shape[0])
+        self.adapter = ActionAdapter.from_space(self.vec.single_action_space)
+        self.agent = build_agent(config, self.obs_dim, self.adapter, self.device)
+        self.reward_source = reward_source or build_reward_source(config, self.component_names)
+        self.buffer: ReplayBuffer | None = None
+        if not self.agent.on_policy:
+            self.buffer = ReplayBuffer(config.algo.buffer_size, (self.obs_dim,), self.adapter.stored_dim,
+                                       len(self.component_names), self.device)
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.episodes = 0
+        self.last_eval: dict[str, float] = {}
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.start_step = 0
+
+    # ----------------------------------------------------------------------------------------------------- resume
+    @classmethod
+    def resume(cls, run_dir: str | Path, progress: bool = True, overrides: tuple[str, ...] = ()) -> Trainer:
+        """Rebuild a run from its saved config and continue from `checkpoint.pt` (buffer, counters, RNG intact)."""
+        run_dir = Path(run_dir)
+        config = load_config(run_dir / "config.yaml", overrides)
+        trainer = cls(config, run_dir, progress=progress)
+        path = run_dir / CHECKPOINT
+        if path.exists():
+            trainer.load_checkpoint(path)
+        return trainer
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        """Atomically write params, optimisers, RNG states, normaliser stats, counters and the replay buffer."""
+        agent_state = self.agent.full_state()
+        if not ckpt.tensors_finite(agent_state["modules"]):
+            raise TrainingDiverged(self._diverged_message("network parameters contain NaN/inf"))
+        state: dict[str, Any] = {
+            "step": self.step, "episodes": self.episodes, "agent": agent_state, "rng": ckpt.rng_state(),
+            "np_rng": self.rng.bit_generator.state, "last_eval": self.last_eval,
+            "recent_returns": list(self.recent_returns), "config": self.config.model_dump(mode="json"),
+        }
+        if self.buffer is not None and self.config.train.save_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        ckpt.atomic_save(state, self.run_dir / CHECKPOINT)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = ckpt.load(path, self.device)
+        self.agent.load_full_state(state["agent"])
+        if self.buffer is not None and "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        ckpt.set_rng_state(state["rng"])
+        self.rng.bit_generator.state = state["np_rng"]
+        self.step, self.episodes = state["step"], state["episodes"]
+        self.last_eval = state["last_eval"]
+        self.recent_returns.extend(state["recent_returns"])
+        self.start_step = self.step
+
+    def _diverged_message(self, cause: str) -> str:
+        saved = self.run_dir / CHECKPOINT
+        keep = f"the last good checkpoint is kept at {saved}" if saved.exists() else "no checkpoint was written yet"
+        return (f"training stopped at step {self.step}: {cause}; {keep}. Lower the learning rates, check the reward "
+                "source, or resume with different settings.")
+
+    # ------------------------------------------------------------------------------------------------------ main
+    def train(self) -> TrainResult:
+        """Run until `train.total_steps`, evaluating, logging and checkpointing on the way."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
+                                    cfg.model_dump(mode="json"), resume_step=self.step if self.step else None)
+        self.eval_env = make_eval_env(cfg.env.id, cfg.env.kwargs, False, 0, 0, None, cfg.env.max_episode_steps)
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_stop)
+        self.progress = TrainingProgress(cfg.train.total_steps, self.step, enabled=self.show_progress,
+                                         description=cfg.name)
+        try:
+            with self.progress:
+                if self.agent.on_policy:
+                    self._train_on_policy()
+                else:
+                    self._train_off_policy()
+            final = self._evaluate()
+            self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.logger.close()
+            self.eval_env.close()
+            self.vec.close()
+        return TrainResult(self.run_dir, self.step, final)
+
+    def _reset_envs(self) -> np.ndarray:
+        # a resumed run starts fresh episodes, seeded by the step so that resumes are reproducible too
+        obs, _ = self.vec.reset(seed=self.config.seed + self.step)
+        self.episode_step = np.zeros(self.config.env.num_envs, dtype=np.int64)
+        return obs
+
+    def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,
+                 terminated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
+        """Ask the reward source for this vector step's rewards; stop on NaN/inf."""
+        batch = {
+            "obs": torch.as_tensor(obs, dtype=torch.float32, device=self.device),
+            "action": torch.as_tensor(action, dtype=torch.float32, device=self.device),
+            "next_obs": torch.as_tensor(next_obs, dtype=torch.float32, device=self.device),
+            "env_reward": torch.as_tensor(env_reward, dtype=torch.float32, device=self.device),
+            "components": torch.as_tensor(info["reward_components"], dtype=torch.float32, device=self.device),
+            "terminated": torch.as_tensor(terminated, dtype=torch.float32, device=self.device),
+        }
+        reward = self.reward_source(batch)
+        if not torch.isfinite(reward).all():
+            raise TrainingDiverged(self._diverged_message(
+                f"the reward source '{self.reward_source.name}' returned NaN/inf (env reward {env_reward.tolist()})"))
+        return reward
+
+    def _after_env_step(self, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]) -> None:
+        """Episode bookkeeping shared by both loops."""
+        n = len(terminated)
+        self.step += n
+        self.episode_step += 1
+        done = terminated | truncated
+        if done.any():
+            for i in np.flatnonzero(done):
+                self.recent_returns.append(float(info["episode_return"][i]))
+                self.episodes += 1
+                self.logger.log(self.step, {"train/episode_return": info["episode_return"][i],
+                                            "train/episode_length": info["episode_length"][i]})
+            self.episode_step[done] = 0
+
+    def _periodic(self, metrics: dict[str, torch.Tensor], crossed: Any) -> None:
+        """Logging, evaluation and checkpoints when their intervals are crossed."""
+        cfg = self.config.train
+        if crossed(cfg.log_every) and metrics:
+            values = {f"train/{k}": to_float(v) for k, v in metrics.items()}
+            bad = [k for k, v in values.items() if not np.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(self._diverged_message(f"{', '.join(bad)} became NaN/inf"))
+            values["time/fps"] = self.progress.rate()
+            self.logger.log(self.step, values)
+        if cfg.eval_every and crossed(cfg.eval_every):
+            self._evaluate()
+        if crossed(cfg.checkpoint_every):
+            self.save_checkpoint()
+        recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+        self.progress.update(self.step, recent, self.last_eval.get("eval/return"))
+
+    def _evaluate(self) -> dict[str, float]:
+        cfg = self.config
+        result = evaluate(self.agent, self.eval_env, self.adapter, cfg.train.eval_episodes, cfg.seed + 1_000_000,
+                          self.device)
+        self.last_eval = result.summary()
+        self.logger.log(self.step, self.last_eval)
+        return self.last_eval
+
+    def _train_off_policy(self) -> None:
+        cfg, algo, buffer = self.config, self.config.algo, self.buffer
+        assert buffer is not None
+        obs = self._reset_envs()
+        metrics: dict[str, torch.Tensor] = {}
+        n = cfg.env.num_envs
+        while self.step < cfg.train.total_steps:
+            if self.step < algo.learning_starts:
+                action = self.rng.uniform(-1.0, 1.0, size=(n, self.adapter.action_dim)).astype(np.float32)
+            else:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+                action = self.agent.act(obs_t).cpu().numpy()
+            next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
+            true_next = info["next_obs"]
+            reward = self._rewards(obs, action, true_next, env_reward, terminated, info)
+            buffer.add(obs=obs, action=action, next_obs=true_next, reward=reward, env_reward=env_reward,
+                       components=info["reward_components"], terminated=terminated, truncated=truncated,
+                       episode_step=self.episode_step)
+            before = self.step
+            self._after_env_step(terminated, truncated, info)
+            obs = next_obs
+            if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
+                for _ in range(algo.gradient_steps):
+                    metrics = self.agent.update(buffer.sample(algo.batch_size))
+            self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
+
+    def _train_on_policy(self) -> None:
+        cfg, algo = self.config, self.config.algo
+        agent = self.agent
+        n = cfg.env.num_envs
+        rollout = RolloutBuffer(algo.num_steps, n, (self.obs_dim,), self.adapter.stored_dim, self.device)
+        obs = self._reset_envs()
+        while self.step < cfg.train.total_steps:
+            before = self.step
+            rollout.reset()
+            while not rollout.full:
+                obs_n = agent.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=self.device), True)
+                action, log_prob = agent.sample(obs_n)
+                value = agent.value(obs_n)
+                action_np = action.cpu().numpy()
+                next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action_np))
+                true_next = info["next_obs"]
+                reward = self._rewards(obs, action_np, true_next, env_reward, terminated, info)
+                done = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)
+                reward = agent.scale_reward(reward, done)
+                if truncated.any():  # bootstrap through time limits: r + gamma * V(final obs)
+                    reward = reward.clone()
+                    idx = np.flatnonzero(truncated & ~terminated)
+                    final = torch.as_tensor(true_next[idx], dtype=torch.float32, device=self.device)
+                    reward[idx] += algo.gamma * agent.value(agent.normalize_obs(final))
+                rollout.add(obs_n, action, log_prob, value, reward, done)
+                self._after_env_step(terminated, truncated, info)
+                obs = next_obs
+            last_obs = agent.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+            rollout.compute_gae(agent.value(last_obs), algo.gamma, algo.gae_lambda)
+            agent.set_progress(self.step / cfg.train.total_steps)
+            metrics = agent.update(rollout)
+            self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(f"received signal {signum}")
+
+
+def train_from_config(path: str | Path, overrides: tuple[str, ...] = (), progress: bool = True) -> TrainResult:
+    """Load, validate and train a config file (the `robotrl train` command)."""
+    config = load_config(path, overrides)
+    return Trainer(config, progress=progress).train()
+
