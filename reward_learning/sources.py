@@ -18,6 +18,8 @@ class RewardSource(ABC):
     """Maps a batch of transitions to a [batch] float tensor of rewards."""
 
     name: str = "reward"
+    needs: frozenset[str] | None = None
+    """Keys of the batch this source reads (None = all); lets hot loops skip building the rest."""
 
     @abstractmethod
     def __call__(self, batch: Transitions) -> torch.Tensor:
@@ -32,6 +34,7 @@ class EnvReward(RewardSource):
     """The environment's own reward, unchanged."""
 
     name = "env"
+    needs = frozenset({"env_reward"})
 
     def __call__(self, batch: Transitions) -> torch.Tensor:
         return batch["env_reward"]
@@ -41,6 +44,7 @@ class ComponentReward(RewardSource):
     """A weighted sum of the env's reward components, e.g. to reweight or drop a term of the engineered reward."""
 
     name = "components"
+    needs = frozenset({"components"})
 
     def __init__(self, component_names: Sequence[str], weights: Mapping[str, float]) -> None:
         unknown = sorted(set(weights) - set(component_names))

@@ -6,6 +6,7 @@ generated rewards plug in without touching agents, and off-policy buffers can be
 
 from __future__ import annotations
 
+import math
 import signal
 from collections import deque
 from dataclasses import dataclass
@@ -193,16 +194,12 @@ class Trainer:
     def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,
                  terminated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
         """Ask the reward source for this vector step's rewards; stop on NaN/inf."""
-        batch = {
-            "obs": torch.as_tensor(obs, dtype=torch.float32, device=self.device),
-            "action": torch.as_tensor(action, dtype=torch.float32, device=self.device),
-            "next_obs": torch.as_tensor(next_obs, dtype=torch.float32, device=self.device),
-            "env_reward": torch.as_tensor(env_reward, dtype=torch.float32, device=self.device),
-            "components": torch.as_tensor(info["reward_components"], dtype=torch.float32, device=self.device),
-            "terminated": torch.as_tensor(terminated, dtype=torch.float32, device=self.device),
-        }
+        arrays = {"obs": obs, "action": action, "next_obs": next_obs, "env_reward": env_reward,
+                  "components": info["reward_components"], "terminated": terminated}
+        needs = self.reward_source.needs or arrays.keys()
+        batch = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in needs}
         reward = self.reward_source(batch)
-        if not torch.isfinite(reward).all():
+        if not math.isfinite(float(reward.sum())):
             raise TrainingDiverged(self._diverged_message(
                 f"the reward source '{self.reward_source.name}' returned NaN/inf (env reward {env_reward.tolist()})"))
         return reward

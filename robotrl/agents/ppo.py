@@ -17,7 +17,7 @@ from torch import nn
 from robotrl.agents.base import Agent, AgentConfig, adam
 from robotrl.core.buffers import RolloutBuffer
 from robotrl.core.distributions import gaussian_entropy, gaussian_log_prob
-from robotrl.core.networks import mlp, orthogonal_init
+from robotrl.core.networks import fast_forward, mlp, orthogonal_init
 from robotrl.core.normalizers import ReturnScaler, RunningMeanStd
 
 
@@ -103,7 +103,7 @@ class PPO(Agent):
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Action and its log-probability for already-normalised observations."""
-        out = self.policy_net(obs)
+        out = fast_forward(self.policy_net, obs)
         if self.discrete:
             logits = torch.log_softmax(out, -1)
             action = logits.argmax(-1, keepdim=True) if deterministic else torch.multinomial(logits.exp(), 1)
@@ -114,7 +114,7 @@ class PPO(Agent):
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State values for already-normalised observations."""
-        return self.value_net(obs).squeeze(-1)
+        return fast_forward(self.value_net, obs).squeeze(-1)
 
     def set_progress(self, fraction_done: float) -> None:
         """Anneal the learning rate linearly when configured."""

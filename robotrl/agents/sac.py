@@ -17,7 +17,7 @@ from torch import nn
 from robotrl.agents.base import Agent, AgentConfig, adam, frozen, soft_update
 from robotrl.core.buffers import ReplayBatch
 from robotrl.core.distributions import squashed_gaussian_sample
-from robotrl.core.networks import EnsembleMLP, mlp
+from robotrl.core.networks import EnsembleMLP, fast_forward, mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -79,7 +79,8 @@ class SAC(Agent):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        mean, log_std = self.actor(obs)
+        mean, log_std = fast_forward(self.actor.net, obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
             return torch.tanh(mean)
         return squashed_gaussian_sample(mean, log_std)[0]

@@ -15,7 +15,7 @@ from torch import nn
 
 from robotrl.agents.base import Agent, AgentConfig, adam, frozen, soft_update
 from robotrl.core.buffers import ReplayBatch
-from robotrl.core.networks import EnsembleMLP, mlp
+from robotrl.core.networks import EnsembleMLP, fast_forward, mlp
 
 
 class TD3Config(AgentConfig):
@@ -73,7 +73,7 @@ class TD3(Agent):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        action = self.actor(obs)
+        action = torch.tanh(fast_forward(self.actor.net, obs))
         if deterministic or self.config.exploration_noise == 0:
             return action
         return (action + self.config.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)

@@ -1,0 +1,183 @@
+"""ReplayBuffer (ring, relabelling, state round trip) and RolloutBuffer (GAE)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robotrl.core.buffers import ReplayBuffer, RolloutBuffer
+
+
+def add_indexed(buffer: ReplayBuffer, start: int, stop: int, chunk: int = 3) -> None:
+    """Add transitions start..stop-1 whose every field encodes the transition index i."""
+    for lo in range(start, stop, chunk):
+        idx = np.arange(lo, min(lo + chunk, stop), dtype=np.float32)
+        n = len(idx)
+        buffer.add(
+            obs=np.stack([idx, -idx], 1),
+            action=(idx / 1000.0)[:, None],
+            next_obs=np.stack([idx + 1, -idx - 1], 1),
+            reward=np.zeros(n, dtype=np.float32),
+            env_reward=idx * 10,
+            components=np.stack([idx, idx * idx], 1),
+            terminated=(idx % 7 == 0).astype(np.float32),
+            truncated=idx % 5 == 0,
+            episode_step=idx.astype(np.int64) % 11,
+        )
+
+
+def make_buffer(capacity: int = 10) -> ReplayBuffer:
+    return ReplayBuffer(capacity, (2,), 1, num_components=2)
+
+
+def test_add_and_sample_shapes():
+    buffer = make_buffer(capacity=50)
+    add_indexed(buffer, 0, 20)
+    assert len(buffer) == 20 and buffer.pos == 20 and buffer.total_added == 20
+    batch = buffer.sample(7, generator=torch.Generator().manual_seed(0))
+    assert batch.obs.shape == (7, 2) and batch.next_obs.shape == (7, 2)
+    assert batch.action.shape == (7, 1)
+    assert batch.reward.shape == (7,) and batch.terminated.shape == (7,)
+    assert batch.obs.dtype == torch.float32 and batch.terminated.dtype == torch.float32
+    # rows stay consistent: next_obs = obs + (1, -1), action = index / 1000, only filled rows are sampled
+    big = buffer.sample(500, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(big.next_obs, big.obs + torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(big.action[:, 0], big.obs[:, 0] / 1000.0)
+    assert big.obs[:, 0].max() <= 19 and len(torch.unique(big.obs[:, 0])) == 20
+    torch.testing.assert_close(big.terminated, (big.obs[:, 0] % 7 == 0).float())
+
+
+def test_sample_from_empty_buffer_raises():
+    with pytest.raises(RuntimeError, match="empty"):
+        make_buffer().sample(4)
+
+
+def test_ring_wrap_keeps_newest_capacity_transitions():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 25)  # 2.5x capacity, in chunks of 3 that straddle the wrap point
+    assert len(buffer) == 10 and buffer.total_added == 25 and buffer.pos == 25 % 10
+    stored = sorted(buffer.storage["obs"][:, 0].tolist())
+    assert stored == list(range(15, 25))
+    # every row is still a consistent transition after the wrap
+    s = buffer.storage
+    torch.testing.assert_close(s["env_reward"], s["obs"][:, 0] * 10)
+    torch.testing.assert_close(s["components"][:, 1], s["obs"][:, 0] ** 2)
+    assert torch.equal(s["truncated"], s["obs"][:, 0] % 5 == 0)
+
+
+def test_chronological_indices_after_wrap():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 6)
+    assert buffer.storage["obs"][buffer.chronological_indices(), 0].tolist() == list(range(6))
+    add_indexed(buffer, 6, 23)
+    order = buffer.chronological_indices()
+    assert buffer.storage["obs"][order, 0].tolist() == list(range(13, 23))
+
+
+def test_relabel_rewrites_every_reward_after_wrap():
+    """B-Pref relabelled only up to the write pointer after the ring wrapped; every stored row must change."""
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 25)
+    assert 0 < buffer.pos < buffer.capacity  # wrapped, write pointer in the middle
+    seen_keys = []
+
+    def reward_fn(chunk):
+        seen_keys.append(set(chunk))
+        return 3.0 * chunk["components"][:, 0] - chunk["components"][:, 1] + 0.5 * chunk["episode_step"]
+
+    buffer.relabel(reward_fn, chunk_size=4)  # chunks that do not divide the capacity
+    index = buffer.storage["obs"][:, 0]
+    expected = 3.0 * index - index**2 + 0.5 * (index.long() % 11)
+    torch.testing.assert_close(buffer.storage["reward"], expected)
+    assert {"obs", "action", "next_obs", "env_reward", "components", "terminated", "truncated",
+            "episode_step"} <= seen_keys[0]
+    assert "reward" not in seen_keys[0]
+    # the untouched fields are intact
+    torch.testing.assert_close(buffer.storage["env_reward"], index * 10)
+
+
+def test_relabel_before_wrap_leaves_empty_slots_alone():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 4)
+    buffer.relabel(lambda chunk: chunk["env_reward"] + 1.0)
+    assert buffer.storage["reward"][:4].tolist() == [1.0, 11.0, 21.0, 31.0]
+    assert buffer.storage["reward"][4:].abs().sum() == 0
+
+
+def test_relabel_rejects_nan_and_wrong_length():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 12)
+    before = buffer.storage["reward"].clone()
+    with pytest.raises(FloatingPointError, match="NaN"):
+        buffer.relabel(lambda chunk: torch.full((len(chunk["obs"]),), float("nan")))
+    with pytest.raises(FloatingPointError):
+        buffer.relabel(lambda chunk: torch.full((len(chunk["obs"]),), float("inf")))
+    with pytest.raises(ValueError, match="returned 3 rewards for 10"):
+        buffer.relabel(lambda chunk: torch.zeros(3))
+    assert torch.equal(buffer.storage["reward"], before)
+
+
+def test_state_dict_round_trip_restores_storage_and_ring_pointer():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 17)
+    state = buffer.state_dict()
+    restored = make_buffer(capacity=10)
+    restored.load_state_dict(state)
+    assert (restored.pos, restored.size, restored.total_added) == (buffer.pos, buffer.size, buffer.total_added)
+    for key in buffer.storage:
+        assert torch.equal(restored.storage[key], buffer.storage[key]), key
+    # both continue identically: the next writes land on the same (oldest) slots
+    add_indexed(buffer, 17, 21)
+    add_indexed(restored, 17, 21)
+    for key in buffer.storage:
+        assert torch.equal(restored.storage[key], buffer.storage[key]), key
+    assert torch.equal(restored.chronological_indices(), buffer.chronological_indices())
+    with pytest.raises(ValueError, match="capacity"):
+        make_buffer(capacity=11).load_state_dict(state)
+
+
+def test_state_dict_of_partly_filled_buffer():
+    buffer = make_buffer(capacity=10)
+    add_indexed(buffer, 0, 4)
+    state = buffer.state_dict()
+    assert state["storage"]["obs"].shape == (4, 2)
+    restored = make_buffer(capacity=10)
+    restored.load_state_dict(state)
+    assert len(restored) == 4 and restored.pos == 4
+    assert torch.equal(restored.storage["obs"], buffer.storage["obs"])
+
+
+def test_gae_hand_computed_with_done_in_the_middle():
+    gamma, lam = 0.9, 0.8
+    rollout = RolloutBuffer(3, 1, (1,), 1, "cpu")
+    rewards, values, dones = [1.0, 2.0, 3.0], [0.5, 0.4, 0.3], [0.0, 1.0, 0.0]
+    for t in range(3):
+        rollout.add(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.tensor([values[t]]),
+                    torch.tensor([rewards[t]]), torch.tensor([dones[t]]))
+    assert rollout.full
+    rollout.compute_gae(torch.tensor([0.7]), gamma, lam)
+    # t=2: bootstraps from the value after the rollout
+    a2 = 3.0 + gamma * 0.7 - 0.3
+    # t=1: the episode ended here, so no bootstrap and no advantage flows back from t=2
+    a1 = 2.0 - 0.4
+    # t=0: bootstraps from V(s_1) and accumulates the advantage of t=1
+    a0 = (1.0 + gamma * 0.4 - 0.5) + gamma * lam * a1
+    torch.testing.assert_close(rollout.advantages[:, 0], torch.tensor([a0, a1, a2]))
+    torch.testing.assert_close(rollout.returns[:, 0], torch.tensor([a0 + 0.5, a1 + 0.4, a2 + 0.3]))
+
+
+def test_gae_lambda_one_gives_discounted_returns_per_env():
+    gamma = 0.5
+    rollout = RolloutBuffer(4, 2, (1,), 1, "cpu")
+    rewards = torch.tensor([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0], [4.0, 2.0]])
+    dones = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    for t in range(4):
+        rollout.add(torch.zeros(2, 1), torch.zeros(2, 1), torch.zeros(2), torch.zeros(2), rewards[t], dones[t])
+    rollout.compute_gae(torch.tensor([8.0, 0.0]), gamma, 1.0)
+    env0 = [1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 4 + 0.0625 * 8, 2 + 0.5 * 3 + 0.25 * 4 + 0.125 * 8,
+            3 + 0.5 * 4 + 0.25 * 8, 4 + 0.5 * 8]
+    env1 = [1 + 0.5 * 0, 0.0, 1 + 0.5 * 2, 2.0]
+    torch.testing.assert_close(rollout.returns, torch.tensor([env0, env1]).T)
+    flat = rollout.flat()
+    assert flat["returns"].shape == (8,) and flat["obs"].shape == (8, 1)
