@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny run configs and small trained runs reused by the robotrl and reward_learning tests."""
+"""Shared fixtures for the robotrl tests: tiny run configs and small trained runs.
+
+This lives in tests/robotrl/ rather than tests/: pytest (prepend import mode) puts the folder of a conftest.py on
+sys.path, and from tests/ the folders tests/envs, tests/robotrl and tests/reward_learning would then shadow the real
+packages of the same names as namespace packages.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 
 import envs  # noqa: F401  (sets the headless GL variables before anything imports mujoco)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 
