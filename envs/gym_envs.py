@@ -141,22 +141,7 @@ _MUJOCO = {
 
 def register_gymnasium_envs() -> None:
     """Register the built-in gymnasium ids (idempotent)."""
-    for env_id, (terms, description) in _CLASSIC.items():
-        register(
-            env_id,
-            GymnasiumConstructor(env_id, mujoco=False),
-            terms,
-            family="classic_control",
-            description=description,
-            resize_frames=True,
-            overwrite=True,
-        )
-    for env_id, (terms, description) in _MUJOCO.items():
-        register(
-            env_id,
-            GymnasiumConstructor(env_id, mujoco=True),
-            terms,
-            family="mujoco",
-            description=description,
-            overwrite=True,
-        )
+    for family, table, mujoco in (("classic_control", _CLASSIC, False), ("mujoco", _MUJOCO, True)):
+        for env_id, (terms, description) in table.items():
+            register(env_id, GymnasiumConstructor(env_id, mujoco=mujoco), terms, family=family,
+                     description=description, resize_frames=not mujoco, overwrite=True)

@@ -105,7 +105,7 @@ def get_env_spec(env_id: str) -> EnvSpec:
 
 
 def make(
-    env_id: str,
+    env_id: str | EnvSpec,
     *,
     render_mode: str | None = "rgb_array",
     width: int | None = None,
@@ -117,35 +117,13 @@ def make(
 ) -> RewardComponentsWrapper:
     """Build a registered env wrapped so every step reports its reward components (see `envs.components`).
 
-    `render_mode`: "rgb_array" (the default; costs nothing until `render()` is called) or None. `width`/`height`:
-    frame size (None: the simulator's default). `camera`: MuJoCo camera name or id. `seed`: used by the first reset
-    and to seed the action space. `max_episode_steps`: override the time limit. Other kwargs go to the simulator's
-    constructor (e.g. ``ctrl_cost_weight=0.2``); a kwarg it does not take raises a TypeError naming it.
+    `env_id`: a registered id (or its `EnvSpec`, as worker processes pass). `render_mode`: "rgb_array" (the default;
+    costs nothing until `render()` is called) or None. `width`/`height`: frame size (None: the simulator's default).
+    `camera`: MuJoCo camera name or id. `seed`: used by the first reset and to seed the action space.
+    `max_episode_steps`: override the time limit. Other kwargs go to the simulator's constructor (e.g.
+    ``ctrl_cost_weight=0.2``); a kwarg it does not take raises a TypeError naming it.
     """
-    return make_from_spec(
-        get_env_spec(env_id),
-        render_mode=render_mode,
-        width=width,
-        height=height,
-        camera=camera,
-        seed=seed,
-        max_episode_steps=max_episode_steps,
-        **kwargs,
-    )
-
-
-def make_from_spec(
-    spec: EnvSpec,
-    *,
-    render_mode: str | None = "rgb_array",
-    width: int | None = None,
-    height: int | None = None,
-    camera: str | int | None = None,
-    seed: int | None = None,
-    max_episode_steps: int | None = None,
-    **kwargs: Any,
-) -> RewardComponentsWrapper:
-    """`make` for an `EnvSpec` object (used by worker processes, which get the spec rather than the id)."""
+    spec = env_id if isinstance(env_id, EnvSpec) else get_env_spec(env_id)
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be one of {RENDER_MODES} (rendering is headless); got {render_mode!r}")
     for name, size in (("width", width), ("height", height)):

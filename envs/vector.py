@@ -30,7 +30,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.components import RewardSpec
-from envs.registry import EnvSpec, get_env_spec, make_from_spec
+from envs.registry import EnvSpec, get_env_spec, make
 from envs.wrappers import RewardComponentsWrapper
 
 Vectorization = Literal["sync", "async"]
@@ -71,7 +71,7 @@ def _worker(conn: Any, spec: EnvSpec, make_kwargs: dict[str, Any]) -> None:
     """Worker process loop: build the env, then serve (command, payload) requests until "close"."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which closes the workers
     try:
-        runner = EpisodeRunner(make_from_spec(spec, **make_kwargs))
+        runner = EpisodeRunner(make(spec, **make_kwargs))
         env = runner.env
         conn.send(("ok", (env.observation_space, env.action_space, env.reward_spec, env.render_mode)))
     except Exception as error:
@@ -139,7 +139,7 @@ class VecEnv(VectorEnv):
         self._processes: list[Any] = []
         seeds = [None if seed is None else seed + i for i in range(num_envs)]
         if vectorization == "sync":
-            self._runners = [EpisodeRunner(make_from_spec(spec, seed=s, **make_kwargs)) for s in seeds]
+            self._runners = [EpisodeRunner(make(spec, seed=s, **make_kwargs)) for s in seeds]
             env = self._runners[0].env
             description = (env.observation_space, env.action_space, env.reward_spec, env.render_mode)
         else:

@@ -30,17 +30,17 @@ def deep_update(base: dict, extra: dict) -> dict:
     return out
 
 
-def tiny_base(algo: str = "sac", env_id: str | None = None, runs_dir: Path | str = "runs", **sections) -> dict:
+def tiny_base(kind: str = "sac", env_id: str | None = None, runs_dir: Path | str = "runs", **sections) -> dict:
     """A raw config dict for a run that finishes in a second or two (tiny networks, few steps, no TensorBoard)."""
-    if algo == "ppo":
+    if kind == "ppo":
         algo_cfg = {"name": "ppo", "hidden_sizes": [16], "num_steps": 64, "minibatch_size": 64, "epochs": 2}
         env_id = env_id or "CartPole-v1"
     else:
-        algo_cfg = {"name": algo, "hidden_sizes": [32, 32], "learning_starts": 100, "batch_size": 32,
+        algo_cfg = {"name": kind, "hidden_sizes": [32, 32], "learning_starts": 100, "batch_size": 32,
                     "buffer_size": 10_000}
         env_id = env_id or "Pendulum-v1"
     raw = {
-        "name": f"tiny-{algo}",
+        "name": f"tiny-{kind}",
         "seed": 0,
         "device": "cpu",
         "runs_dir": str(runs_dir),
@@ -58,8 +58,8 @@ def tiny_base(algo: str = "sac", env_id: str | None = None, runs_dir: Path | str
 def tiny_raw(tmp_path):
     """Build a raw tiny config dict whose runs go under tmp_path: `tiny_raw("ppo", train={...})`."""
 
-    def build(algo: str = "sac", env_id: str | None = None, **sections) -> dict:
-        return tiny_base(algo, env_id, tmp_path / "runs", **sections)
+    def build(kind: str = "sac", env_id: str | None = None, **sections) -> dict:
+        return tiny_base(kind, env_id, tmp_path / "runs", **sections)
 
     return build
 
@@ -69,18 +69,18 @@ def tiny_config(tmp_path):
     """Build a validated tiny RunConfig: `tiny_config("sac", overrides=[...], train={...})`."""
     from robotrl.config import load_config
 
-    def build(algo: str = "sac", overrides: tuple[str, ...] | list[str] = (), env_id: str | None = None, **sections):
-        return load_config(None, list(overrides), base=tiny_base(algo, env_id, tmp_path / "runs", **sections))
+    def build(kind: str = "sac", overrides: tuple[str, ...] | list[str] = (), env_id: str | None = None, **sections):
+        return load_config(None, list(overrides), base=tiny_base(kind, env_id, tmp_path / "runs", **sections))
 
     return build
 
 
-def train_run(run_dir: Path, algo: str = "sac", env_id: str | None = None, **sections) -> Path:
+def train_run(run_dir: Path, kind: str = "sac", env_id: str | None = None, **sections) -> Path:
     """Train a tiny run into `run_dir` and return it."""
     from robotrl.config import load_config
     from robotrl.trainer import Trainer
 
-    config = load_config(None, [], base=tiny_base(algo, env_id, run_dir.parent, **sections))
+    config = load_config(None, [], base=tiny_base(kind, env_id, run_dir.parent, **sections))
     Trainer(config, run_dir=run_dir, progress=False).train()
     return run_dir
 

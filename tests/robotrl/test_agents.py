@@ -1,0 +1,192 @@
+"""Agents: checkpoint round trips, critic targets (termination vs truncation), fused ensembles."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from robotrl.agents import PPO, SAC, TD3, PPOConfig, SACConfig, TD3Config
+from robotrl.agents import sac as sac_module
+from robotrl.core import checkpoint as ckpt
+from robotrl.core.buffers import ReplayBatch, RolloutBuffer
+from robotrl.core.networks import EnsembleMLP
+
+CPU = torch.device("cpu")
+OBS, ACT = 5, 2
+
+
+def random_batch(seed: int, size: int = 16, terminated: float | None = None) -> ReplayBatch:
+    gen = torch.Generator().manual_seed(seed)
+    term = torch.full((size,), terminated) if terminated is not None else (torch.rand(size, generator=gen) < 0.3)
+    return ReplayBatch(
+        obs=torch.randn(size, OBS, generator=gen),
+        action=torch.rand(size, ACT, generator=gen) * 2 - 1,
+        reward=torch.randn(size, generator=gen),
+        next_obs=torch.randn(size, OBS, generator=gen),
+        terminated=term.float(),
+    )
+
+
+def random_rollout(seed: int, agent: PPO, num_steps: int = 8, num_envs: int = 2) -> RolloutBuffer:
+    gen = torch.Generator().manual_seed(seed)
+    rollout = RolloutBuffer(num_steps, num_envs, (OBS,), ACT, CPU)
+    for _ in range(num_steps):
+        obs = agent.normalize_obs(torch.randn(num_envs, OBS, generator=gen), update=True)
+        action, log_prob = agent.sample(obs)
+        rollout.add(obs, action, log_prob, agent.value(obs), torch.randn(num_envs, generator=gen),
+                    (torch.rand(num_envs, generator=gen) < 0.2).float())
+    rollout.compute_gae(torch.zeros(num_envs), 0.99, 0.95)
+    return rollout
+
+
+def make_agent(name: str, seed: int):
+    torch.manual_seed(seed)
+    if name == "sac":
+        return SAC(OBS, ACT, SACConfig(hidden_sizes=[16, 16], batch_size=16), CPU)
+    if name == "td3":
+        return TD3(OBS, ACT, TD3Config(hidden_sizes=[16, 16], batch_size=16), CPU)
+    return PPO(OBS, ACT, PPOConfig(hidden_sizes=[16], minibatch_size=8, epochs=2, normalize_obs=True,
+                                   normalize_reward=True), CPU, num_envs=2)
+
+
+def do_update(agent, name: str, seed: int):
+    torch.manual_seed(seed)
+    if name == "ppo":
+        return agent.update(random_rollout(seed, agent))
+    return agent.update(random_batch(seed))
+
+
+def params(agent) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in agent.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "ppo"])
+def test_full_state_round_trip_gives_identical_actions_and_updates(name, tmp_path):
+    agent = make_agent(name, seed=0)
+    for i in range(3):  # non-trivial optimiser moments, counters and normaliser stats
+        do_update(agent, name, seed=100 + i)
+    ckpt.atomic_save(agent.full_state(), tmp_path / "agent.pt")
+
+    fresh = make_agent(name, seed=1)  # different initial weights
+    obs = torch.randn(6, OBS)
+    assert not torch.equal(fresh.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+    fresh.load_full_state(ckpt.load(tmp_path / "agent.pt"))
+    assert fresh.num_updates == agent.num_updates > 0
+
+    torch.testing.assert_close(fresh.act(obs, deterministic=True), agent.act(obs, deterministic=True), rtol=0, atol=0)
+    torch.manual_seed(7)
+    sampled = agent.act(obs, deterministic=False)
+    torch.manual_seed(7)
+    torch.testing.assert_close(fresh.act(obs, deterministic=False), sampled, rtol=0, atol=0)
+
+    metrics_a = do_update(agent, name, seed=200)
+    metrics_b = do_update(fresh, name, seed=200)
+    for key in metrics_a:
+        torch.testing.assert_close(metrics_b[key], metrics_a[key], rtol=0, atol=0, msg=key)
+    after_a, after_b = params(agent), params(fresh)
+    assert after_a.keys() == after_b.keys()
+    for key in after_a:
+        torch.testing.assert_close(after_b[key], after_a[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("name", ["sac", "td3"])
+def test_checkpoint_loads_whatever_the_compile_flag(name):
+    """`algo.compile` only changes speed, so a checkpoint must load with it on or off (e.g. eval without a compiler)."""
+    cls, cfg = (SAC, SACConfig) if name == "sac" else (TD3, TD3Config)
+    compiled = cls(OBS, ACT, cfg(hidden_sizes=[8], compile=True), CPU)
+    plain = cls(OBS, ACT, cfg(hidden_sizes=[8], compile=False), CPU)
+    plain.load_full_state(compiled.full_state())
+    obs = torch.randn(3, OBS)
+    torch.testing.assert_close(plain.act(obs, deterministic=True), compiled.actor(obs) if name == "td3"
+                               else torch.tanh(compiled.actor(obs)[0]))
+
+
+def test_sac_critic_target_masks_only_terminated_transitions(monkeypatch):
+    """target = r + gamma * (1 - terminated) * (min target Q(s', a') - alpha log pi(a'|s'))."""
+    gamma, alpha = 0.9, 0.5
+    agent = SAC(OBS, ACT, SACConfig(hidden_sizes=[16], gamma=gamma, init_alpha=alpha, autotune_alpha=False), CPU)
+
+    def deterministic_sample(mean, log_std):  # a' = tanh(mean), log pi = -log_std summed: no randomness
+        return torch.tanh(mean), -log_std.sum(-1)
+
+    monkeypatch.setattr(sac_module, "squashed_gaussian_sample", deterministic_sample)
+    for terminated in (0.0, 1.0):
+        batch = random_batch(3, terminated=terminated)
+        batch.terminated[::2] = 1.0 - terminated  # mix both kinds in one batch
+        with torch.no_grad():
+            mean, log_std = agent.actor(batch.next_obs)
+            next_q = agent.q_values(agent.critic_target, batch.next_obs, torch.tanh(mean)).min(0).values
+            soft_next = next_q + alpha * log_std.sum(-1)
+            target = batch.reward + gamma * (1.0 - batch.terminated) * soft_next
+            q = agent.q_values(agent.critic, batch.obs, batch.action)
+            expected = 0.5 * ((q - target) ** 2).mean(1).sum()
+            wrong = 0.5 * ((q - batch.reward - gamma * soft_next) ** 2).mean(1).sum()  # bootstrapping everything
+        assert not torch.isclose(expected, wrong)
+        metrics = agent.update(batch)
+        torch.testing.assert_close(metrics["critic_loss"], expected)
+
+
+def test_td3_critic_target_masks_only_terminated_transitions():
+    gamma = 0.8
+    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[16], gamma=gamma, target_policy_noise=0.0), CPU)
+    batch = random_batch(4)
+    assert 0 < batch.terminated.sum() < len(batch.terminated)
+    with torch.no_grad():
+        next_action = agent.actor_target(batch.next_obs)
+        next_q = agent.critic_target(torch.cat([batch.next_obs, next_action], -1)).squeeze(-1).min(0).values
+        target = batch.reward + gamma * (1.0 - batch.terminated) * next_q
+        q = agent.critic(torch.cat([batch.obs, batch.action], -1)).squeeze(-1)
+        expected = ((q - target) ** 2).mean(1).sum()
+    torch.testing.assert_close(agent.update(batch)["critic_loss"], expected)
+
+
+def test_td3_first_critic_equals_member_zero():
+    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[16, 8]), CPU)
+    x = torch.randn(10, OBS + ACT)
+    torch.testing.assert_close(agent._first_critic(x), agent.critic(x)[0])
+    assert not torch.allclose(agent.critic(x)[0], agent.critic(x)[1])
+
+
+def test_td3_delays_actor_updates():
+    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[16], policy_delay=2), CPU)
+    actor_before = copy.deepcopy(agent.actor.state_dict())
+    assert "actor_loss" not in agent.update(random_batch(0))
+    assert all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor_before.items())
+    assert "actor_loss" in agent.update(random_batch(1))
+    assert not all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor_before.items())
+
+
+def test_ensemble_members_are_independent():
+    torch.manual_seed(0)
+    ens = EnsembleMLP(3, 4, [8, 8], 2)
+    x = torch.randn(5, 4)
+    before = ens(x).detach().clone()
+    assert before.shape == (3, 5, 2)
+    with torch.no_grad():
+        for layer in ens.layers:
+            layer.weight[1] += 1.0
+            layer.bias[1] -= 0.5
+    after = ens(x)
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)
+    torch.testing.assert_close(after[2], before[2], rtol=0, atol=0)
+    assert not torch.allclose(after[1], before[1])
+    # gradients of one member's output reach only that member's weights
+    ens.zero_grad()
+    ens(x)[0].sum().backward()
+    for layer in ens.layers:
+        assert layer.weight.grad[0].abs().sum() > 0
+        assert layer.weight.grad[1:].abs().sum() == 0 and layer.bias.grad[1:].abs().sum() == 0
+
+
+def test_ensemble_matches_separate_linear_layers():
+    torch.manual_seed(1)
+    ens = EnsembleMLP(2, 3, [4], 1, act="tanh")
+    x = torch.randn(6, 3)
+    for member in range(2):
+        first, last = ens.layers
+        h = torch.tanh(x @ first.weight[member] + first.bias[member])
+        torch.testing.assert_close(ens(x)[member], h @ last.weight[member] + last.bias[member])
+    per_member = torch.randn(2, 6, 3)  # [size, batch, in]: each member its own input
+    torch.testing.assert_close(ens(per_member)[1], ens(per_member[1])[1])

@@ -1,0 +1,153 @@
+"""The command line: help, exit codes and messages for user errors, plot and config commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from robotrl.cli import main
+from robotrl.plotting import series, smooth
+
+COMMANDS = ["train", "resume", "eval", "plot", "envs", "config"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_config(tmp_path: Path, raw: dict, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_help_exits_zero_and_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"robotrl {command}" in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+def test_train_with_bad_config_exits_2_with_message(tmp_path, tiny_raw, capsys):
+    raw = tiny_raw("sac")
+    raw["algo"]["batchsize"] = 64
+    path = write_config(tmp_path, raw)
+    assert main(["train", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "algo.batchsize" in err and "batch_size" in err and str(path) in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_train_with_bad_override_and_missing_file(tmp_path, tiny_raw, capsys):
+    path = write_config(tmp_path, tiny_raw("sac"))
+    assert main(["train", str(path), "algo.gamma=2", "--no-progress"]) == 2
+    assert "algo.gamma" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unknown_env_id_exits_2_listing_close_matches(tmp_path, tiny_raw, capsys):
+    raw = tiny_raw("sac", env_id="Pendulm-v1")
+    assert main(["train", str(write_config(tmp_path, raw)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Pendulm-v1" in err and "Pendulum-v1" in err
+
+
+def test_unknown_env_id_through_trainer(tiny_config):
+    import envs
+    from robotrl.trainer import Trainer
+
+    with pytest.raises(envs.UnknownEnvError, match="Did you mean: .*HalfCheetah-v5"):
+        Trainer(tiny_config("sac", env_id="HalfCheetah-v4"), progress=False)
+
+
+def test_off_policy_agent_on_discrete_env_is_a_clear_error(tmp_path, tiny_raw, capsys):
+    raw = tiny_raw("sac", env_id="CartPole-v1")
+    assert main(["train", str(write_config(tmp_path, raw)), "--no-progress"]) == 2
+    assert "algo.name=ppo" in capsys.readouterr().err
+
+
+def test_bad_env_kwarg_exits_2_with_message(tmp_path, tiny_raw, capsys):
+    """A misspelt env kwarg is a user error like any other config mistake: exit 2 and a message, no traceback."""
+    raw = tiny_raw("sac", env={"kwargs": {"gg": 9.81}})
+    code = main(["train", str(write_config(tmp_path, raw)), "--no-progress"])
+    assert code == 2
+    assert "'gg'" in capsys.readouterr().err
+
+
+def test_config_command_prints_resolved_config(capsys):
+    config = Path(__file__).resolve().parents[2] / "configs" / "pendulum_sac.yaml"
+    assert main(["config", str(config), "algo.tau=0.01"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["algo"]["tau"] == 0.01 and printed["algo"]["num_critics"] == 2 and printed["env"]["id"]
+
+
+def test_envs_command_lists_ids(capsys):
+    assert main(["envs"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert "Pendulum-v1" in ids and "HalfCheetah-v5" in ids
+
+
+def test_eval_of_missing_run_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(tmp_path / "nope"), "--episodes", "1"]) == 2
+    assert "no run found" in capsys.readouterr().err
+
+
+def test_eval_prints_returns(trained_pendulum_run, capsys):
+    assert main(["eval", str(trained_pendulum_run), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "eval/return=" in out and "over 2 episode(s)" in out
+
+
+def test_plot_two_runs_writes_png(trained_pendulum_run, trained_cartpole_run, tmp_path, capsys):
+    out = tmp_path / "plots" / "curves.png"
+    code = main(["plot", str(trained_pendulum_run), str(trained_cartpole_run), "--out", str(out), "--smooth", "2",
+                 "--title", "two runs"])
+    assert code == 0
+    data = out.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
+    assert str(out) in capsys.readouterr().out
+
+
+def test_plot_default_output_goes_to_first_run(trained_pendulum_run):
+    assert main(["plot", str(trained_pendulum_run), "--metric", "train/critic_loss"]) == 0
+    assert (trained_pendulum_run / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_plot_with_unknown_metric_exits_2(trained_pendulum_run, tmp_path, capsys):
+    assert main(["plot", str(trained_pendulum_run), "--metric", "no/such", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no/such" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_series_reads_metric_in_step_order(trained_pendulum_run):
+    steps, values = series(trained_pendulum_run, "train/episode_return")
+    assert steps.tolist() == [200, 400]
+    assert np.all(values < 0)
+
+
+def test_smooth_is_a_trailing_moving_average():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(smooth(values, 1), values)
+    np.testing.assert_allclose(smooth(values, 2), [1.0, 1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_allclose(smooth(values, 3), [1.0, 1.5, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(smooth(values, 10), [1.0, 1.5, 2.0, 2.5, 3.0])
+    assert len(smooth(np.array([]), 3)) == 0

@@ -1,0 +1,91 @@
+"""A training process killed with SIGKILL resumes from its last checkpoint without duplicated metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import torch
+import yaml
+
+from robotrl.core import checkpoint as ckpt
+from robotrl.logger import read_metrics
+from robotrl.trainer import CHECKPOINT, Trainer
+
+CHECKPOINT_EVERY = 300
+TOTAL = 1500
+
+
+def last_logged_step(path) -> int:
+    if not path.exists():
+        return -1
+    records = read_metrics(path)
+    return records[-1]["step"] if records else -1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
+    raw = tiny_raw("sac", train={"total_steps": TOTAL, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    metrics = run / "metrics.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robotrl.cli", "train", str(config_path), "--run-dir", str(run), "--no-progress"],
+        env=headless_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # kill it between two checkpoints, after it logged records that the checkpoint does not cover
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and process.poll() is None:
+            step = last_logged_step(metrics)
+            if (run / CHECKPOINT).exists() and step % CHECKPOINT_EVERY >= 100 and step < TOTAL - CHECKPOINT_EVERY:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, f"training ended before it could be killed:\n{process.stdout.read().decode()}"
+        assert time.monotonic() < deadline, "no checkpoint within 45 s"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+
+    state = ckpt.load(run / CHECKPOINT)
+    saved_step = state["step"]
+    assert saved_step % CHECKPOINT_EVERY == 0 and 0 < saved_step < TOTAL
+    killed_at = last_logged_step(metrics)
+    assert killed_at > saved_step  # records after the checkpoint exist and must be dropped on resume
+    assert not list(run.glob(".checkpoint.pt.*"))  # atomic save: no torn file beside the checkpoint
+
+    trainer = Trainer.resume(run, progress=False)
+    assert trainer.step == saved_step and trainer.episodes == state["episodes"] == saved_step // 200
+    buffer = trainer.buffer
+    assert len(buffer) == state["buffer"]["size"] == saved_step
+    assert buffer.pos == state["buffer"]["pos"] and buffer.total_added == saved_step
+    for key, value in state["buffer"]["storage"].items():
+        assert torch.equal(buffer.storage[key][:saved_step], value), key
+    assert trainer.agent.num_updates == state["agent"]["num_updates"] > 0
+    assert list(trainer.recent_returns) == state["recent_returns"]
+
+    result = trainer.train()
+    assert result.steps == TOTAL and trainer.step == TOTAL
+    records = read_metrics(metrics)
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps), "records after the checkpoint were not dropped"
+    assert steps[-1] == TOTAL
+    for key in ("train/critic_loss", "train/episode_return"):
+        counts = Counter(r["step"] for r in records if key in r)
+        assert max(counts.values()) == 1, f"{key} logged twice at some step: {counts.most_common(3)}"
+    loss_steps = sorted(r["step"] for r in records if "train/critic_loss" in r)
+    assert loss_steps == list(range(100, TOTAL + 1, 20))
+    # episodes end every 200 steps; the resumed run starts a fresh episode at the checkpoint step
+    expected_ends = list(range(200, saved_step + 1, 200)) + list(range(saved_step + 200, TOTAL + 1, 200))
+    assert [r["step"] for r in records if "train/episode_return" in r] == expected_ends
+    assert ckpt.load(run / CHECKPOINT)["step"] == TOTAL
