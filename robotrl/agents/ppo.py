@@ -16,7 +16,7 @@ from torch import nn
 
 from robotrl.agents.base import Agent, AgentConfig, adam
 from robotrl.core.buffers import RolloutBuffer
-from robotrl.core.distributions import gaussian_entropy, gaussian_log_prob
+from robotrl.core.distributions import LOG_SQRT_2PI, gaussian_entropy, gaussian_log_prob
 from robotrl.core.networks import fast_forward, mlp, orthogonal_init
 from robotrl.core.normalizers import ReturnScaler, RunningMeanStd
 
@@ -87,7 +87,7 @@ class PPO(Agent):
         return self.return_scaler(reward, done) if self.config.normalize_reward else reward
 
     def _log_prob_entropy(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.policy_net(obs)
+        out = fast_forward(self.policy_net, obs)
         if self.discrete:
             logits = torch.log_softmax(out, -1)
             log_prob = logits.gather(-1, action.long()).squeeze(-1)
@@ -108,8 +108,11 @@ class PPO(Agent):
             logits = torch.log_softmax(out, -1)
             action = logits.argmax(-1, keepdim=True) if deterministic else torch.multinomial(logits.exp(), 1)
             return action.float(), logits.gather(-1, action).squeeze(-1)
-        action = out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
-        return action, gaussian_log_prob(action, out, self.log_std.expand_as(out))
+        if deterministic:
+            return out, gaussian_log_prob(out, out, self.log_std.expand_as(out))
+        noise = torch.randn_like(out)  # log N(mean + std*noise | mean, std) needs only the noise
+        log_prob = (-0.5 * noise.pow(2) - self.log_std - LOG_SQRT_2PI).sum(-1)
+        return out + self.log_std.exp() * noise, log_prob
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -127,16 +130,20 @@ class PPO(Agent):
         c = self.config
         data = rollout.flat()
         n = data["obs"].shape[0]
+        columns = [data["obs"], data["actions"]] + [data[k].unsqueeze(-1) for k in
+                                                    ("log_probs", "advantages", "returns", "values")]
+        packed = torch.cat(columns, dim=-1)  # one gather per minibatch instead of six
+        widths = [c.shape[-1] for c in columns]
         params = [p for p in self.parameters() if p.requires_grad]
         stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                                  "clip_fraction")}
         stop = False
         for _ in range(c.epochs):
             for idx in torch.randperm(n, device=self.device).split(c.minibatch_size):
-                obs, actions, old_log_prob = data["obs"][idx], data["actions"][idx], data["log_probs"][idx]
-                advantages, returns, old_values = data["advantages"][idx], data["returns"][idx], data["values"][idx]
+                obs, actions, *scalars = packed[idx].split(widths, dim=-1)
+                old_log_prob, advantages, returns, old_values = (s.squeeze(-1) for s in scalars)
                 log_prob, entropy = self._log_prob_entropy(obs, actions)
-                values = self.value_net(obs).squeeze(-1)
+                values = fast_forward(self.value_net, obs).squeeze(-1)
                 if c.normalize_advantage and len(idx) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 log_ratio = log_prob - old_log_prob
