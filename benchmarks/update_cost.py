@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"| algo | threads | robotrl ms/update | SB3 ms/update | speed-up | robotrl matmul ms | SB3 matmul ms |")
+    print("| algo | threads | robotrl ms/update | SB3 ms/update | speed-up | robotrl matmul ms | SB3 matmul ms |")
     print("|---|---|---|---|---|---|---|")
     for algo in ("sac", "td3"):
         ours, theirs = robotrl_update(algo), sb3_update(algo)
@@ -86,7 +86,8 @@ def main() -> None:
             t_sb3.append(time_per_call(theirs, args.updates))
         m_ours, m_sb3 = matmul_share(ours, 100), matmul_share(theirs, 100)
         a, b = statistics.median(t_ours) * 1e3, statistics.median(t_sb3) * 1e3
-        print(f"| {algo} | {args.threads} | {a:.2f} | {b:.2f} | {b / a:.2f}x | {m_ours * 1e3:.2f} | {m_sb3 * 1e3:.2f} |")
+        print(f"| {algo} | {args.threads} | {a:.2f} | {b:.2f} | {b / a:.2f}x | {m_ours * 1e3:.2f} | "
+              f"{m_sb3 * 1e3:.2f} |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ class EnvConfig(Strict):
 
 
 class TrainConfig(Strict):
-    total_steps: int = Field(100_000, gt=0, description="env steps (summed over parallel envs)")
+    total_steps: int = Field(100_000, gt=0, description="env steps (summed over parallel envs); on-policy runs "
+                             "finish the rollout that crosses it")
     eval_every: int = Field(10_000, ge=0, description="env steps between evaluations; 0 = only at the end")
     eval_episodes: int = Field(5, gt=0)
     checkpoint_every: int = Field(10_000, gt=0)

@@ -46,7 +46,8 @@ def plot_runs(run_dirs: list[Path], metrics: list[str], out: Path, window: int =
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_lines():
+            ax.legend(fontsize="small")
     if plotted == 0:
         plt.close(fig)
         raise ValueError(f"none of the runs has any of the metrics {metrics}")

@@ -6,7 +6,6 @@ generated rewards plug in without touching agents, and off-policy buffers can be
 
 from __future__ import annotations
 
-import math
 import signal
 from collections import deque
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import torch
 import envs
 from reward_learning import ComponentReward, EnvReward, RewardSource
 from robotrl.agents import AGENTS, Agent
-from robotrl.config import RunConfig, dump_config, load_config
+from robotrl.config import ConfigError, RunConfig, dump_config, load_config
 from robotrl.core import checkpoint as ckpt
 from robotrl.core.buffers import ReplayBuffer, RolloutBuffer
 from robotrl.core.device import resolve_device, set_torch_threads
@@ -87,9 +86,12 @@ class Trainer:
         set_torch_threads(config.train.torch_threads)
         self.device = resolve_device(config.device)
         ckpt.seed_everything(config.seed)
-        self.vec = envs.make_vec(config.env.id, config.env.num_envs, seed=config.seed,
-                                 vectorization=config.env.vectorization,
-                                 max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+        try:
+            self.vec = envs.make_vec(config.env.id, config.env.num_envs, seed=config.seed,
+                                     vectorization=config.env.vectorization,
+                                     max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+        except TypeError as err:  # a constructor kwarg the env does not take
+            raise ConfigError(f"env.kwargs: {err}") from None
         self.component_names = [c.name for c in self.vec.reward_spec]
         obs_space = self.vec.single_observation_space
         if len(obs_space.shape) != 1:
@@ -192,14 +194,15 @@ class Trainer:
         return obs
 
     def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,
-                 terminated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
+                 terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
         """Ask the reward source for this vector step's rewards; stop on NaN/inf."""
         arrays = {"obs": obs, "action": action, "next_obs": next_obs, "env_reward": env_reward,
-                  "components": info["reward_components"], "terminated": terminated}
+                  "components": info["reward_components"], "terminated": terminated, "truncated": truncated,
+                  "episode_step": self.episode_step}
         needs = self.reward_source.needs or arrays.keys()
         batch = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in needs}
         reward = self.reward_source(batch)
-        if not math.isfinite(float(reward.sum())):
+        if not bool(torch.isfinite(reward).all()):
             raise TrainingDiverged(self._diverged_message(
                 f"the reward source '{self.reward_source.name}' returned NaN/inf (env reward {env_reward.tolist()})"))
         return reward
@@ -257,7 +260,7 @@ class Trainer:
                 action = self.agent.act(obs_t).cpu().numpy()
             next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
             true_next = info["next_obs"]
-            reward = self._rewards(obs, action, true_next, env_reward, terminated, info)
+            reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
             buffer.add(obs=obs, action=action, next_obs=true_next, reward=reward, env_reward=env_reward,
                        components=info["reward_components"], terminated=terminated, truncated=truncated,
                        episode_step=self.episode_step)
@@ -285,7 +288,7 @@ class Trainer:
                 action_np = action.cpu().numpy()
                 next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action_np))
                 true_next = info["next_obs"]
-                reward = self._rewards(obs, action_np, true_next, env_reward, terminated, info)
+                reward = self._rewards(obs, action_np, true_next, env_reward, terminated, truncated, info)
                 done = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)
                 reward = agent.scale_reward(reward, done)
                 if truncated.any():  # bootstrap through time limits: r + gamma * V(final obs)

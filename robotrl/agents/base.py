@@ -64,6 +64,19 @@ class Agent(nn.Module, ABC):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions in [-1, 1] for a batch of raw observations."""
 
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """`torch.compile(module)` when the config asks for it, else the module itself.
+
+        Store the result with `object.__setattr__` (see `set_compiled`) so the compiled wrapper is not registered
+        as a submodule: checkpoints then load whatever the compile flag of the loading run.
+        """
+        return torch.compile(module) if self.config.compile else module
+
+    def set_compiled(self, **modules: nn.Module) -> None:
+        """Attach compiled (or plain) call paths as unregistered attributes, e.g. `_critic=self.critic`."""
+        for name, module in modules.items():
+            object.__setattr__(self, name, self.compiled(module))
+
     @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Named optimisers, for checkpoints."""

@@ -70,9 +70,7 @@ class SAC(Agent):
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr, device)
         self.critic_opt = adam(self.critic.parameters(), c.critic_lr, device)
         self.alpha_opt = adam([self.log_alpha], c.alpha_lr, device)
-        self._actor = torch.compile(self.actor) if c.compile else self.actor
-        self._critic = torch.compile(self.critic) if c.compile else self.critic
-        self._critic_target = torch.compile(self.critic_target) if c.compile else self.critic_target
+        self.set_compiled(_actor=self.actor, _critic=self.critic, _critic_target=self.critic_target)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}

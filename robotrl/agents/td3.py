@@ -64,9 +64,8 @@ class TD3(Agent):
         self.to(device)
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr, device)
         self.critic_opt = adam(self.critic.parameters(), c.critic_lr, device)
-        compiled = (lambda m: torch.compile(m)) if c.compile else (lambda m: m)
-        self._actor, self._critic = compiled(self.actor), compiled(self.critic)
-        self._actor_target, self._critic_target = compiled(self.actor_target), compiled(self.critic_target)
+        self.set_compiled(_actor=self.actor, _critic=self.critic, _actor_target=self.actor_target,
+                          _critic_target=self.critic_target)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_opt, "critic": self.critic_opt}

@@ -16,7 +16,6 @@ import pytest
 import envs  # noqa: F401  (sets the headless GL variables before anything imports mujoco)
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
 
 
 def deep_update(base: dict, extra: dict) -> dict:
@@ -83,6 +82,12 @@ def train_run(run_dir: Path, kind: str = "sac", env_id: str | None = None, **sec
     config = load_config(None, [], base=tiny_base(kind, env_id, run_dir.parent, **sections))
     Trainer(config, run_dir=run_dir, progress=False).train()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def run_tiny_training():
+    """`run_tiny_training(run_dir, kind, env_id, **sections)` trains a tiny run (for module-scoped fixtures)."""
+    return train_run
 
 
 @pytest.fixture(scope="session")

@@ -151,3 +151,33 @@ def test_smooth_is_a_trailing_moving_average():
     np.testing.assert_allclose(smooth(values, 3), [1.0, 1.5, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(smooth(values, 10), [1.0, 1.5, 2.0, 2.5, 3.0])
     assert len(smooth(np.array([]), 3)) == 0
+
+
+def test_train_then_resume_with_more_steps(tmp_path, tiny_raw, capsys):
+    from robotrl.core import checkpoint as ckpt
+
+    path = write_config(tmp_path, tiny_raw("sac", train={"total_steps": 200}))
+    run = tmp_path / "run"
+    # overrides may come after the options
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress", "seed=3"]) == 0
+    out = capsys.readouterr().out
+    assert f"run: {run}" in out and "steps: 200" in out and "eval/return=" in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    assert main(["resume", str(run), "train.total_steps=300", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "from step 200" in out and "steps: 300" in out
+    assert ckpt.load(run / "checkpoint.pt")["step"] == 300
+
+
+def test_runs_are_found_by_name_prefix_and_latest(tmp_path, tiny_raw, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_raw("sac", train={"total_steps": 100})
+    raw["runs_dir"] = "runs"
+    assert main(["train", str(write_config(tmp_path, raw)), "--no-progress"]) == 0
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("tiny-sac-")
+    capsys.readouterr()
+    for spec in ("latest", "tiny-sac", runs[0].name):
+        assert main(["eval", spec, "--episodes", "1"]) == 0
+        assert runs[0].name in capsys.readouterr().out
+    assert main(["eval", "other-name", "--episodes", "1"]) == 2

@@ -89,3 +89,38 @@ def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
     expected_ends = list(range(200, saved_step + 1, 200)) + list(range(saved_step + 200, TOTAL + 1, 200))
     assert [r["step"] for r in records if "train/episode_return" in r] == expected_ends
     assert ckpt.load(run / CHECKPOINT)["step"] == TOTAL
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
+def test_sigterm_saves_a_checkpoint_at_the_current_step(tiny_raw, tmp_path, headless_env):
+    raw = tiny_raw("sac", train={"total_steps": 20_000, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    metrics = run / "metrics.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robotrl.cli", "train", str(config_path), "--run-dir", str(run), "--no-progress"],
+        env=headless_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and process.poll() is None:
+            logged = last_logged_step(metrics)
+            if (run / CHECKPOINT).exists() and logged % CHECKPOINT_EVERY >= 100:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None and time.monotonic() < deadline
+        os.kill(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, output
+    assert "checkpoint saved" in output and "robotrl resume" in output
+    assert "Traceback" not in output
+    state = ckpt.load(run / CHECKPOINT)
+    assert state["step"] >= logged and state["step"] % CHECKPOINT_EVERY != 0  # saved on the signal, not periodically
+    assert abs(state["buffer"]["size"] - state["step"]) <= 1
+    trainer = Trainer.resume(run, progress=False)
+    assert trainer.step == state["step"] and len(trainer.buffer) == state["buffer"]["size"]
+    trainer.vec.close()

@@ -65,6 +65,17 @@ def test_time_limit_truncation_is_stored_with_true_final_obs_and_no_termination(
     np.testing.assert_allclose(s["reward"][:n], s["env_reward"][:n])  # the default source is the env reward
 
 
+def test_configured_time_limit_applies_to_training_and_evaluation(tiny_config, tmp_path):
+    config = tiny_config("sac", ["algo.learning_starts=1000", "env.max_episode_steps=50"],
+                         train={"total_steps": 120, "eval_episodes": 2})
+    trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
+    result = trainer.train()
+    s = trainer.buffer.storage
+    assert torch.flatten(torch.nonzero(s["truncated"][:120])).tolist() == [49, 99]
+    assert s["terminated"][:120].sum() == 0 and trainer.episodes == 2
+    assert result.final_eval["eval/length"] == 50
+
+
 class CountingEnv(gym.Env):
     """obs = [k / 10, 1] after k steps of the episode, reward 1 per step; odd-numbered episodes terminate after 3
     steps, even-numbered ones run into the time limit (5 steps by default)."""
@@ -247,8 +258,13 @@ def test_resume_continues_from_half_way_with_intact_buffer(tiny_config, tmp_path
     half = Trainer(half_cfg, run_dir=tmp_path / "half", progress=False)
     assert half.train().steps == 400
 
+    saved = ckpt.load(tmp_path / "half" / CHECKPOINT)
     resumed = Trainer.resume(tmp_path / "half", progress=False, overrides=("train.total_steps=800",))
     assert resumed.step == resumed.start_step == 400 and resumed.episodes == 2
+    # the random generators continue from the checkpoint, not from a fresh seed
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    assert np.array_equal(np.random.get_state()[1], saved["rng"]["numpy"][1])
+    assert resumed.rng.bit_generator.state == saved["np_rng"]
     assert resumed.config.train.total_steps == 800
     assert len(resumed.buffer) == 400 and resumed.buffer.pos == 400 and resumed.buffer.total_added == 400
     for key, value in half.buffer.storage.items():

@@ -13,12 +13,11 @@ from robotrl.policy import load_policy
 
 
 @pytest.fixture(scope="module")
-def trained_inverted_pendulum_run(tmp_path_factory):
+def trained_inverted_pendulum_run(tmp_path_factory, run_tiny_training):
     """A few hundred SAC steps on a MuJoCo env (InvertedPendulum-v5)."""
-    from conftest import train_run
-
-    return train_run(tmp_path_factory.mktemp("runs") / "inverted-pendulum-sac", "sac", env_id="InvertedPendulum-v5",
-                     train={"total_steps": 300, "checkpoint_every": 300})
+    run_dir = tmp_path_factory.mktemp("runs") / "inverted-pendulum-sac"
+    return run_tiny_training(run_dir, "sac", env_id="InvertedPendulum-v5",
+                             train={"total_steps": 300, "checkpoint_every": 300})
 
 
 def eval_video(run, tmp_path, env, width: int, height: int) -> list[np.ndarray]:
