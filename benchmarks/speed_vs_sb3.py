@@ -59,9 +59,9 @@ def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path)
                 train=dict(total_steps=steps, eval_every=0, eval_episodes=1, checkpoint_every=10 * steps,
                            log_every=10_000, torch_threads=threads, save_buffer=False))
     trainer = Trainer(load_config(None, base=base), progress=False)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
     return elapsed, Policy(trainer.agent, trainer.config, trainer.adapter, trainer.device, trainer.step).act
 
 
@@ -91,9 +91,9 @@ def train_sb3(algo: str, steps: int, seed: int, threads: int, workdir: Path):
                     n_epochs=h["epochs"], gamma=h["gamma"], gae_lambda=h["gae_lambda"], clip_range=h["clip"],
                     ent_coef=h["ent_coef"], vf_coef=h["vf_coef"], max_grad_norm=h["max_grad_norm"], seed=seed,
                     device="cpu", policy_kwargs=dict(net_arch=dict(pi=h["hidden"], vf=h["hidden"])))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(steps)
-    elapsed = time.perf_counter() - start
+    elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
     return elapsed, lambda obs: model.predict(obs, deterministic=True)[0]
 
 
@@ -121,10 +121,10 @@ def one_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     train = train_robotrl if args.lib == "robotrl" else train_sb3
     with tempfile.TemporaryDirectory() as workdir:
-        elapsed, policy = train(args.algo, args.steps, args.seed, args.threads, Path(workdir))
+        (elapsed, cpu), policy = train(args.algo, args.steps, args.seed, args.threads, Path(workdir))
         returns = evaluate(policy, args.eval_episodes, args.seed)
     print(json.dumps({"lib": args.lib, "algo": args.algo, "seed": args.seed, "threads": args.threads,
-                      "steps": args.steps, "seconds": elapsed, "fps": args.steps / elapsed,
+                      "steps": args.steps, "seconds": elapsed, "fps": args.steps / elapsed, "cpu_seconds": cpu,
                       "eval_return": statistics.mean(returns), "eval_returns": returns}))
 
 
@@ -156,22 +156,29 @@ def run_all(args: argparse.Namespace) -> None:
 
 
 def report(path: Path) -> None:
-    """Markdown table: median fps per library, speed ratio, mean ± std return."""
+    """Markdown table: median fps per library, wall and CPU-time speed ratios, mean ± std return.
+
+    The CPU-time ratio (process CPU seconds for the same steps) is the steadier number on a shared machine: it does
+    not count time spent waiting for a core that another process holds.
+    """
     results = json.loads(Path(path).read_text())
     keys = sorted({(r["algo"], r["threads"], r["steps"]) for r in results})
-    print("| algo | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | speed-up | "
-          "robotrl return | SB3 return |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| algo | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | speed-up (wall) | "
+          "speed-up (CPU time) | robotrl return | SB3 return |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for algo, threads, steps in keys:
         rows = {lib: [r for r in results if (r["algo"], r["threads"], r["steps"], r["lib"]) ==
                       (algo, threads, steps, lib)] for lib in ("robotrl", "sb3")}
         if not rows["robotrl"] or not rows["sb3"]:
             continue
         fps = {lib: statistics.median(r["fps"] for r in rs) for lib, rs in rows.items()}
+        cpu = {lib: statistics.median(r["cpu_seconds"] for r in rs if "cpu_seconds" in r) if any(
+            "cpu_seconds" in r for r in rs) else float("nan") for lib, rs in rows.items()}
         ret = {lib: [r["eval_return"] for r in rs] for lib, rs in rows.items()}
         fmt = lambda xs: f"{statistics.mean(xs):.0f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.0f}"
         print(f"| {algo} | {threads} | {steps} | {len(rows['robotrl'])}/{len(rows['sb3'])} | {fps['robotrl']:.0f} | "
-              f"{fps['sb3']:.0f} | {fps['robotrl'] / fps['sb3']:.2f}x | {fmt(ret['robotrl'])} | {fmt(ret['sb3'])} |")
+              f"{fps['sb3']:.0f} | {fps['robotrl'] / fps['sb3']:.2f}x | {cpu['sb3'] / cpu['robotrl']:.2f}x | "
+              f"{fmt(ret['robotrl'])} | {fmt(ret['sb3'])} |")
 
 
 def main() -> None:

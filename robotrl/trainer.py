@@ -202,7 +202,8 @@ class Trainer:
         needs = self.reward_source.needs or arrays.keys()
         batch = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in needs}
         reward = self.reward_source(batch)
-        if not bool(torch.isfinite(reward).all()):
+        finite = np.isfinite(reward.numpy()).all() if reward.device.type == "cpu" else torch.isfinite(reward).all()
+        if not finite:
             raise TrainingDiverged(self._diverged_message(
                 f"the reward source '{self.reward_source.name}' returned NaN/inf (env reward {env_reward.tolist()})"))
         return reward
@@ -282,20 +283,17 @@ class Trainer:
             before = self.step
             rollout.reset()
             while not rollout.full:
-                obs_n = agent.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=self.device), True)
-                action, log_prob = agent.sample(obs_n)
-                value = agent.value(obs_n)
-                action_np = action.cpu().numpy()
-                next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action_np))
+                obs_n, action, log_prob, value = agent.collect(obs)
+                next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
                 true_next = info["next_obs"]
-                reward = self._rewards(obs, action_np, true_next, env_reward, terminated, truncated, info)
-                done = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)
-                reward = agent.scale_reward(reward, done)
+                reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
+                done = terminated | truncated
+                reward = agent.scale_reward(reward, torch.as_tensor(done, device=self.device)).cpu().numpy()
                 if truncated.any():  # bootstrap through time limits: r + gamma * V(final obs)
-                    reward = reward.clone()
+                    reward = reward.copy()
                     idx = np.flatnonzero(truncated & ~terminated)
                     final = torch.as_tensor(true_next[idx], dtype=torch.float32, device=self.device)
-                    reward[idx] += algo.gamma * agent.value(agent.normalize_obs(final))
+                    reward[idx] += algo.gamma * agent.value(agent.normalize_obs(final)).cpu().numpy()
                 rollout.add(obs_n, action, log_prob, value, reward, done)
                 self._after_env_step(terminated, truncated, info)
                 obs = next_obs

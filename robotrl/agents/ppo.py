@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -113,6 +114,17 @@ class PPO(Agent):
         noise = torch.randn_like(out)  # log N(mean + std*noise | mean, std) needs only the noise
         log_prob = (-0.5 * noise.pow(2) - self.log_std - LOG_SQRT_2PI).sum(-1)
         return out + self.log_std.exp() * noise, log_prob
+
+    @torch.no_grad()
+    def collect(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One collection step from raw observations: (normalised obs, action, log-prob, value) as host arrays.
+
+        Updates the observation statistics first when observation normalisation is on.
+        """
+        obs_t = self.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=self.device), update=True)
+        action, log_prob = self.sample(obs_t)
+        value = fast_forward(self.value_net, obs_t).squeeze(-1)
+        return obs_t.cpu().numpy(), action.cpu().numpy(), log_prob.cpu().numpy(), value.cpu().numpy()
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
