@@ -34,7 +34,7 @@ HPARAMS = {
 DEFAULT_STEPS = {"sac": 15_000, "td3": 15_000, "ppo": 50_000}
 
 
-def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path):
+def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path, compile: bool = False):
     from robotrl.config import load_config
     from robotrl.policy import Policy
     from robotrl.trainer import Trainer
@@ -54,6 +54,7 @@ def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path)
                         batch_size=h["batch"], buffer_size=h["buffer"], learning_starts=h["learning_starts"],
                         tau=h["tau"], gamma=h["gamma"], policy_delay=h["policy_delay"], exploration_noise=h["noise"],
                         target_policy_noise=h["target_noise"], target_noise_clip=h["noise_clip"])
+    algo_cfg["compile"] = compile
     base = dict(name=f"bench-{algo}", seed=seed, device="cpu", runs_dir=str(workdir), env=dict(id=ENV_ID),
                 algo=algo_cfg, logging=dict(tensorboard=False),
                 train=dict(total_steps=steps, eval_every=0, eval_episodes=1, checkpoint_every=10 * steps,
@@ -119,9 +120,12 @@ def one_run(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    train = train_robotrl if args.lib == "robotrl" else train_sb3
     with tempfile.TemporaryDirectory() as workdir:
-        (elapsed, cpu), policy = train(args.algo, args.steps, args.seed, args.threads, Path(workdir))
+        if args.lib == "sb3":
+            (elapsed, cpu), policy = train_sb3(args.algo, args.steps, args.seed, args.threads, Path(workdir))
+        else:
+            (elapsed, cpu), policy = train_robotrl(args.algo, args.steps, args.seed, args.threads, Path(workdir),
+                                                   compile=args.lib == "robotrl-compiled")
         returns = evaluate(policy, args.eval_episodes, args.seed)
     print(json.dumps({"lib": args.lib, "algo": args.algo, "seed": args.seed, "threads": args.threads,
                       "steps": args.steps, "seconds": elapsed, "fps": args.steps / elapsed, "cpu_seconds": cpu,
@@ -138,6 +142,8 @@ def run_all(args: argparse.Namespace) -> None:
         for threads in args.threads:
             for seed in range(args.seeds):
                 libs = ["robotrl", "sb3"] if seed % 2 == 0 else ["sb3", "robotrl"]
+                if args.compiled:
+                    libs.insert(1, "robotrl-compiled")
                 for lib in libs:
                     if (lib, algo, seed, threads, steps) in done:
                         continue
@@ -162,13 +168,13 @@ def report(path: Path) -> None:
     not count time spent waiting for a core that another process holds.
     """
     results = json.loads(Path(path).read_text())
-    keys = sorted({(r["algo"], r["threads"], r["steps"]) for r in results})
-    print("| algo | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | speed-up (wall) | "
+    keys = sorted({(r["algo"], r["threads"], r["steps"], r["lib"]) for r in results if r["lib"] != "sb3"})
+    print("| algo | variant | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | speed-up (wall) | "
           "speed-up (CPU time) | robotrl return | SB3 return |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for algo, threads, steps in keys:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for algo, threads, steps, variant in keys:
         rows = {lib: [r for r in results if (r["algo"], r["threads"], r["steps"], r["lib"]) ==
-                      (algo, threads, steps, lib)] for lib in ("robotrl", "sb3")}
+                      (algo, threads, steps, name)] for lib, name in (("robotrl", variant), ("sb3", "sb3"))}
         if not rows["robotrl"] or not rows["sb3"]:
             continue
         fps = {lib: statistics.median(r["fps"] for r in rs) for lib, rs in rows.items()}
@@ -176,7 +182,7 @@ def report(path: Path) -> None:
             "cpu_seconds" in r for r in rs) else float("nan") for lib, rs in rows.items()}
         ret = {lib: [r["eval_return"] for r in rs] for lib, rs in rows.items()}
         fmt = lambda xs: f"{statistics.mean(xs):.0f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.0f}"
-        print(f"| {algo} | {threads} | {steps} | {len(rows['robotrl'])}/{len(rows['sb3'])} | {fps['robotrl']:.0f} | "
+        print(f"| {algo} | {variant} | {threads} | {steps} | {len(rows['robotrl'])}/{len(rows['sb3'])} | {fps['robotrl']:.0f} | "
               f"{fps['sb3']:.0f} | {fps['robotrl'] / fps['sb3']:.2f}x | {cpu['sb3'] / cpu['robotrl']:.2f}x | "
               f"{fmt(ret['robotrl'])} | {fmt(ret['sb3'])} |")
 
@@ -191,7 +197,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/speed_vs_sb3.json")
     parser.add_argument("--report", default=None, help="print the table for an existing results file and exit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--lib", choices=["robotrl", "sb3"], help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help="also run robotrl with algo.compile=true")
+    parser.add_argument("--lib", choices=["robotrl", "robotrl-compiled", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--algo", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

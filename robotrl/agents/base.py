@@ -72,6 +72,10 @@ class Agent(nn.Module, ABC):
         """
         return torch.compile(module) if self.config.compile else module
 
+    def compiled_fn(self, fn: Any) -> Any:
+        """`torch.compile(fn)` when the config asks for it (e.g. a loss function), else `fn`."""
+        return torch.compile(fn) if self.config.compile else fn
+
     def set_compiled(self, **modules: nn.Module) -> None:
         """Attach compiled (or plain) call paths as unregistered attributes, e.g. `_critic=self.critic`."""
         for name, module in modules.items():
