@@ -169,8 +169,8 @@ def report(path: Path) -> None:
     """
     results = json.loads(Path(path).read_text())
     keys = sorted({(r["algo"], r["threads"], r["steps"], r["lib"]) for r in results if r["lib"] != "sb3"})
-    print("| algo | variant | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | speed-up (wall) | "
-          "speed-up (CPU time) | robotrl return | SB3 return |")
+    print("| algo | variant | threads | steps | seeds | robotrl steps/s (median) | SB3 steps/s (median) | "
+          "speed-up (wall) | speed-up (CPU time) | robotrl return | SB3 return |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for algo, threads, steps, variant in keys:
         rows = {lib: [r for r in results if (r["algo"], r["threads"], r["steps"], r["lib"]) ==
@@ -182,8 +182,9 @@ def report(path: Path) -> None:
             "cpu_seconds" in r for r in rs) else float("nan") for lib, rs in rows.items()}
         ret = {lib: [r["eval_return"] for r in rs] for lib, rs in rows.items()}
         fmt = lambda xs: f"{statistics.mean(xs):.0f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.0f}"
-        print(f"| {algo} | {variant} | {threads} | {steps} | {len(rows['robotrl'])}/{len(rows['sb3'])} | {fps['robotrl']:.0f} | "
-              f"{fps['sb3']:.0f} | {fps['robotrl'] / fps['sb3']:.2f}x | {cpu['sb3'] / cpu['robotrl']:.2f}x | "
+        print(f"| {algo} | {variant} | {threads} | {steps} | {len(rows['robotrl'])}/{len(rows['sb3'])} | "
+              f"{fps['robotrl']:.0f} | {fps['sb3']:.0f} | {fps['robotrl'] / fps['sb3']:.2f}x | "
+              f"{cpu['sb3'] / cpu['robotrl']:.2f}x | "
               f"{fmt(ret['robotrl'])} | {fmt(ret['sb3'])} |")
 
 
