@@ -28,16 +28,21 @@ def last_logged_step(path) -> int:
     return records[-1]["step"] if records else -1
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
-    raw = tiny_raw("sac", train={"total_steps": TOTAL, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
+def start_training(tiny_raw, tmp_path, env, total_steps: int, text: bool):
+    """`robotrl train` on a tiny SAC config in a subprocess; returns (run dir, metrics path, process)."""
+    raw = tiny_raw("sac", train={"total_steps": total_steps, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
     config_path = tmp_path / "cfg.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     run = tmp_path / "run"
-    metrics = run / "metrics.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "robotrl.cli", "train", str(config_path), "--run-dir", str(run), "--no-progress"],
-        env=headless_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=text)
+    return run, run / "metrics.jsonl", process
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
+    run, metrics, process = start_training(tiny_raw, tmp_path, headless_env, TOTAL, text=False)
     try:
         # kill it between two checkpoints, after it logged records that the checkpoint does not cover
         deadline = time.monotonic() + 45
@@ -93,14 +98,7 @@ def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
 def test_sigterm_saves_a_checkpoint_at_the_current_step(tiny_raw, tmp_path, headless_env):
-    raw = tiny_raw("sac", train={"total_steps": 20_000, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
-    config_path = tmp_path / "cfg.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    run = tmp_path / "run"
-    metrics = run / "metrics.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "robotrl.cli", "train", str(config_path), "--run-dir", str(run), "--no-progress"],
-        env=headless_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run, metrics, process = start_training(tiny_raw, tmp_path, headless_env, 20_000, text=True)
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and process.poll() is None:
