@@ -108,6 +108,7 @@ class Trainer:
         self.step = 0
         self.episodes = 0
         self.last_eval: dict[str, float] = {}
+        self.last_eval_step = -1
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.start_step = 0
 
@@ -175,7 +176,7 @@ class Trainer:
                     self._train_on_policy()
                 else:
                     self._train_off_policy()
-            final = self._evaluate()
+            final = self.last_eval if self.last_eval_step == self.step else self._evaluate()
             self.save_checkpoint()
         except KeyboardInterrupt:
             self.save_checkpoint()
@@ -243,7 +244,7 @@ class Trainer:
         cfg = self.config
         result = evaluate(self.agent, self.eval_env, self.adapter, cfg.train.eval_episodes, cfg.seed + 1_000_000,
                           self.device)
-        self.last_eval = result.summary()
+        self.last_eval, self.last_eval_step = result.summary(), self.step
         self.logger.log(self.step, self.last_eval)
         return self.last_eval
 
