@@ -18,7 +18,8 @@ class AgentConfig(BaseModel):
     gamma: float = Field(0.99, gt=0.0, le=1.0, description="discount factor")
     hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     activation: str = "relu"
-    compile: bool = Field(False, description="torch.compile the networks (first updates are slow while compiling)")
+    compile: bool = Field(False, description="torch.compile the hot path: PPO's minibatch loss (faster on CPU too); "
+                          "SAC/TD3 networks (for GPUs; slower on a CPU, where their updates are matmul-bound)")
 
 
 def adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
