@@ -6,10 +6,13 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+WANDB_INIT_TIMEOUT = 30
 
 
 def to_float(value: Any) -> float:
@@ -36,7 +39,11 @@ class MetricsLogger:
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
         self.wandb_run = None
         if wandb_cfg is not None and wandb_cfg.mode != "disabled":
-            self.wandb_run = _start_wandb(wandb_cfg, run_dir, config)
+            try:
+                self.wandb_run = _start_wandb(wandb_cfg, run_dir, config)
+            except BaseException:
+                self.close()
+                raise
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Write finite scalar metrics at env step `step`."""
@@ -59,15 +66,28 @@ class MetricsLogger:
 
 
 def _start_wandb(cfg: Any, run_dir: Path, config: dict[str, Any]) -> Any:
-    """Start wandb; offline mode never touches the network, online mode is only used when the user asked for it."""
+    """Start wandb. Offline mode never touches the network; online mode (only when asked for) falls back to offline
+    after `WANDB_INIT_TIMEOUT` seconds without a server, so a run never hangs on a missing network."""
     try:
         import wandb
     except ImportError:
         raise RuntimeError("logging.wandb.mode is set but wandb is missing: pip install 'robotrl[wandb]'") from None
     os.environ.setdefault("WANDB_SILENT", "true")
-    settings = wandb.Settings(init_timeout=30, console="off")
-    return wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(run_dir), name=run_dir.name,
-                      config=config, settings=settings, id=run_dir.name.replace(".", "-"), resume="allow")
+
+    def start(mode: str) -> Any:
+        settings = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT, console="off")
+        return wandb.init(project=cfg.project, entity=cfg.entity, mode=mode, dir=str(run_dir), name=run_dir.name,
+                          config=config, settings=settings, id=run_dir.name.replace(".", "-"), resume="allow")
+
+    if cfg.mode != "online":
+        return start(cfg.mode)
+    try:
+        return start("online")
+    except Exception as err:  # wandb raises its own error types for network and auth failures
+        warnings.warn(f"wandb online start failed ({err}); logging to wandb offline in {run_dir} instead "
+                      "(upload later with `wandb sync`)", stacklevel=2)
+        wandb.teardown()  # the failed attempt still holds the run id in wandb's service process
+        return start("offline")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

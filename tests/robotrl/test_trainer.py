@@ -382,3 +382,23 @@ def test_wandb_offline_run_writes_inside_run_dir(tiny_config, tmp_path, monkeypa
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("*.wandb"))
+
+
+def test_wandb_online_without_server_falls_back_to_offline(tiny_config, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import robotrl.logger
+
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # loopback port with nothing listening
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(robotrl.logger, "WANDB_INIT_TIMEOUT", 10)
+    run = tmp_path / "run"
+    config = tiny_config("sac", logging={"wandb": {"mode": "online", "project": "robotrl-tests"}},
+                         train={"total_steps": 100})
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="offline"):
+        Trainer(config, run_dir=run, progress=False).train()
+    assert time.monotonic() - start < 60
+    assert list((run / "wandb").glob("offline-run-*"))
