@@ -15,14 +15,13 @@ class TrainingProgress:
         self.enabled = enabled
         self.window: deque[tuple[float, int]] = deque(maxlen=50)
         self.window.append((time.perf_counter(), start))
-        self.status = ""
         if enabled:
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]:>7} steps/s"), TextColumn("{task.fields[ret]}"),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             )
-            self.task = self.bar.add_task(description, total=total, completed=start, fps="-", ret="", status="")
+            self.task = self.bar.add_task(description, total=total, completed=start, fps="-", ret="")
 
     def __enter__(self) -> TrainingProgress:
         if self.enabled:
@@ -48,8 +47,4 @@ class TrainingProgress:
         ret = f"return {recent_return:9.1f}" if recent_return is not None else ""
         if eval_return is not None:
             ret += f"  eval {eval_return:9.1f}"
-        self.bar.update(self.task, completed=step, fps=f"{self.rate():.0f}", ret=ret, status=self.status)
-
-    def set_status(self, status: str) -> None:
-        """A short message shown in the bar (e.g. 'evaluating', 'waiting for labels')."""
-        self.status = status
+        self.bar.update(self.task, completed=step, fps=f"{self.rate():.0f}", ret=ret)

@@ -289,7 +289,9 @@ class Trainer:
                 true_next = info["next_obs"]
                 reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
                 done = terminated | truncated
-                reward = agent.scale_reward(reward, torch.as_tensor(done, device=self.device)).cpu().numpy()
+                if algo.normalize_reward:  # skip the per-step tensor round trip when rewards are not scaled
+                    reward = agent.scale_reward(reward, torch.as_tensor(done, device=self.device))
+                reward = reward.cpu().numpy()
                 if truncated.any():  # bootstrap through time limits: r + gamma * V(final obs)
                     reward = reward.copy()
                     idx = np.flatnonzero(truncated & ~terminated)
@@ -307,10 +309,4 @@ class Trainer:
 
 def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop(f"received signal {signum}")
-
-
-def train_from_config(path: str | Path, overrides: tuple[str, ...] = (), progress: bool = True) -> TrainResult:
-    """Load, validate and train a config file (the `robotrl train` command)."""
-    config = load_config(path, overrides)
-    return Trainer(config, progress=progress).train()
 
