@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reward_learning.models import RewardModelConfig
+from reward_learning.preferences import SURFConfig
 from robotrl.agents import PPOConfig, SACConfig, TD3Config
 
 AlgoConfig = Annotated[SACConfig | TD3Config | PPOConfig, Field(discriminator="name")]
@@ -46,9 +48,41 @@ class TrainConfig(Strict):
     save_buffer: bool = Field(True, description="store the replay buffer in checkpoints (exact resume)")
 
 
+class PreferenceConfig(Strict):
+    """Preference-based reward learning (PEBBLE for SAC/TD3, PrefPPO for PPO); defaults follow B-Pref."""
+
+    teacher: str = Field("oracle", description="B-Pref preset: oracle, noisy, mistake, skip, myopic, equal")
+    teacher_options: dict[str, float] = Field(default_factory=dict, description="override preset knobs: beta, "
+                                              "gamma, eps_mistake, eps_skip, eps_equal")
+    teacher_weights: dict[str, float] | None = Field(None, description="the teacher judges this weighted sum of "
+                                                     "reward components; null = the env reward")
+    threshold_quirk: bool = Field(False, description="reproduce B-Pref's eps^2 threshold scaling")
+    budget: int = Field(1000, gt=0, description="total queries asked (skips count, as in B-Pref)")
+    queries_per_round: int = Field(100, gt=0)
+    schedule: Literal["constant", "linear_decay"] = "constant"
+    sampler: Literal["uniform", "disagreement", "entropy", "kcenter", "kcenter_disagreement",
+                     "kcenter_entropy"] = "disagreement"
+    candidate_factor: int = Field(10, ge=1, description="candidates per query for active samplers (large_batch)")
+    segment_length: int = Field(50, gt=0)
+    query_every: int = Field(20000, gt=0, description="env steps between feedback rounds (num_interact)")
+    unsup_steps: int = Field(9000, ge=0, description="state-entropy pre-training steps after learning_starts")
+    entropy_k: int = Field(5, ge=1)
+    reset_critic: bool = True
+    reset_updates: int = Field(100, ge=0, description="agent updates right after the critic reset")
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of labels kept out of training to "
+                                    "measure preference accuracy")
+    diagnostic_pairs: int = Field(256, ge=0, description="fresh pairs labelled by the true reward each round, only "
+                                  "to log accuracy (never trained on, not counted in the budget); 0 = off")
+    labels_from: str | None = Field(None, description="an existing label store whose labels train the model first")
+    segment_pool: int = Field(100_000, gt=0, description="PrefPPO: recent transitions kept for segments")
+    model: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    surf: SURFConfig = Field(default_factory=SURFConfig)
+
+
 class RewardConfig(Strict):
-    source: Literal["env", "components"] = "env"
+    source: Literal["env", "components", "preference"] = "env"
     weights: dict[str, float] = Field(default_factory=dict, description="signed weight per reward component")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
 
 
 class WandbConfig(Strict):

@@ -22,6 +22,12 @@ class TrainingProgress:
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             )
             self.task = self.bar.add_task(description, total=total, completed=start, fps="-", ret="")
+        self.description = description
+
+    def status(self, text: str | None) -> None:
+        """Show what the run is doing besides stepping (e.g. training the reward); None restores the name."""
+        if self.enabled:
+            self.bar.update(self.task, description=f"{self.description}: {text}" if text else self.description)
 
     def __enter__(self) -> TrainingProgress:
         if self.enabled:

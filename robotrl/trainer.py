@@ -7,6 +7,7 @@ generated rewards plug in without touching agents, and off-policy buffers can be
 from __future__ import annotations
 
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ from robotrl.core.buffers import ReplayBuffer, RolloutBuffer
 from robotrl.core.device import resolve_device, set_torch_threads
 from robotrl.evaluation import evaluate, make_eval_env
 from robotrl.logger import MetricsLogger, to_float
+from robotrl.preference import PreferenceLoop
 from robotrl.progress import TrainingProgress
 from robotrl.spaces import ActionAdapter
 
@@ -69,10 +71,24 @@ def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device:
 
 
 def build_reward_source(config: RunConfig, component_names: list[str]) -> RewardSource:
-    """The reward source the config asks for."""
+    """The fixed reward source the config asks for (learned rewards come from `PreferenceLoop`)."""
     if config.reward.source == "components":
         return ComponentReward(component_names, config.reward.weights)
     return EnvReward()
+
+
+def episode_limit(config: RunConfig) -> int:
+    """The env's time limit (what B-Pref's teacher thresholds and segment checks are relative to)."""
+    if config.env.max_episode_steps:
+        return config.env.max_episode_steps
+    probe = envs.make(config.env.id, **config.env.kwargs)
+    try:
+        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+    finally:
+        probe.close()
+    if not limit:
+        raise ConfigError(f"{config.env.id} has no time limit; set env.max_episode_steps for preference learning")
+    return int(limit)
 
 
 class Trainer:
@@ -99,11 +115,23 @@ class Trainer:
         self.obs_dim = int(obs_space.shape[0])
         self.adapter = ActionAdapter.from_space(self.vec.single_action_space)
         self.agent = build_agent(config, self.obs_dim, self.adapter, self.device)
-        self.reward_source = reward_source or build_reward_source(config, self.component_names)
+        self.preference: PreferenceLoop | None = None
+        if config.reward.source == "preference":
+            self.preference = PreferenceLoop(
+                config.reward.preference, env_id=config.env.id, obs_shape=(self.obs_dim,),
+                action_dim=self.adapter.action_dim if self.adapter.discrete else self.adapter.stored_dim,
+                discrete_actions=self.adapter.discrete, component_names=self.component_names, run_dir=self.run_dir,
+                run_name=self.run_dir.name, learning_starts=0 if self.agent.on_policy else config.algo.learning_starts,
+                total_steps=config.train.total_steps, max_episode_steps=episode_limit(config), device=self.device,
+                seed=config.seed)
+        self.reward_source = reward_source or (self.preference.reward_source if self.preference
+                                               else build_reward_source(config, self.component_names))
         self.buffer: ReplayBuffer | None = None
-        if not self.agent.on_policy:
-            self.buffer = ReplayBuffer(config.algo.buffer_size, (self.obs_dim,), self.adapter.stored_dim,
+        if not self.agent.on_policy or self.preference is not None:  # PrefPPO keeps recent steps for segments
+            capacity = config.reward.preference.segment_pool if self.agent.on_policy else config.algo.buffer_size
+            self.buffer = ReplayBuffer(capacity, (self.obs_dim,), self.adapter.stored_dim,
                                        len(self.component_names), self.device)
+        self.episode_ids = np.arange(config.env.num_envs, dtype=np.int64)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
         self.episodes = 0
@@ -134,9 +162,13 @@ class Trainer:
             "step": self.step, "episodes": self.episodes, "agent": agent_state, "rng": ckpt.rng_state(),
             "np_rng": self.rng.bit_generator.state, "last_eval": self.last_eval,
             "recent_returns": list(self.recent_returns), "config": self.config.model_dump(mode="json"),
+            "episode_ids": self.episode_ids,
         }
         if self.buffer is not None and self.config.train.save_buffer:
             state["buffer"] = self.buffer.state_dict()
+        if self.preference is not None:
+            state["preference"] = self.preference.state_dict()
+            self.preference.save_model()
         ckpt.atomic_save(state, self.run_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -149,7 +181,11 @@ class Trainer:
         self.step, self.episodes = state["step"], state["episodes"]
         self.last_eval = state["last_eval"]
         self.recent_returns.extend(state["recent_returns"])
+        self.episode_ids = state["episode_ids"]
         self.start_step = self.step
+        if self.preference is not None:
+            self.preference.load_state_dict(state["preference"])
+            self.preference.resync_from_store()
 
     def _diverged_message(self, cause: str) -> str:
         saved = self.run_dir / CHECKPOINT
@@ -183,6 +219,8 @@ class Trainer:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if self.preference is not None:
+                self.preference.close()
             self.logger.close()
             self.eval_env.close()
             self.vec.close()
@@ -217,6 +255,7 @@ class Trainer:
         done = terminated | truncated
         if done.any():
             for i in np.flatnonzero(done):
+                self.episode_ids[i] = self.episode_ids.max() + 1
                 self.recent_returns.append(float(info["episode_return"][i]))
                 self.episodes += 1
                 self.logger.log(self.step, {"train/episode_return": info["episode_return"][i],
@@ -246,10 +285,34 @@ class Trainer:
                           self.device)
         self.last_eval, self.last_eval_step = result.summary(), self.step
         self.logger.log(self.step, self.last_eval)
+        if self.preference is not None and self.preference.rounds and self.buffer is not None:
+            self.logger.log(self.step, self.preference.diagnostics(self.buffer, cfg.env.num_envs))
         return self.last_eval
 
+    def _feedback_round(self, relabel: bool) -> None:
+        """Ask for labels, retrain the reward, relabel the replay buffer (off-policy) and checkpoint."""
+        pref, buffer = self.preference, self.buffer
+        assert pref is not None and buffer is not None
+        first = pref.rounds == 0
+        self.progress.status(f"reward round {pref.rounds + 1}: labelling and training")
+        recent = self.config.reward.preference.segment_pool if self.agent.on_policy else None
+        metrics = pref.run_round(self.step, buffer, self.config.env.num_envs, list(self.recent_returns), recent)
+        if relabel:
+            started = time.perf_counter()
+            buffer.relabel(pref.reward_source)
+            pref.seconds["relabel"] += time.perf_counter() - started
+            metrics["time/relabel_s"] = pref.seconds["relabel"]
+            cfg = self.config.reward.preference
+            if first and cfg.reset_critic:
+                self.agent.reset_critic()
+                for _ in range(cfg.reset_updates):
+                    self.agent.update(buffer.sample(self.config.algo.batch_size))
+        self.logger.log(self.step, metrics)
+        self.progress.status(None)
+        self.save_checkpoint()
+
     def _train_off_policy(self) -> None:
-        cfg, algo, buffer = self.config, self.config.algo, self.buffer
+        cfg, algo, buffer, pref = self.config, self.config.algo, self.buffer, self.preference
         assert buffer is not None
         obs = self._reset_envs()
         metrics: dict[str, torch.Tensor] = {}
@@ -265,13 +328,18 @@ class Trainer:
             reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
             buffer.add(obs=obs, action=action, next_obs=true_next, reward=reward, env_reward=env_reward,
                        components=info["reward_components"], terminated=terminated, truncated=truncated,
-                       episode_step=self.episode_step)
+                       episode_step=self.episode_step, episode_id=self.episode_ids)
             before = self.step
             self._after_env_step(terminated, truncated, info)
             obs = next_obs
+            if pref is not None and pref.round_due(self.step):
+                self._feedback_round(relabel=True)
             if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
                 for _ in range(algo.gradient_steps):
-                    metrics = self.agent.update(buffer.sample(algo.batch_size))
+                    batch = buffer.sample(algo.batch_size)
+                    if pref is not None and pref.unsupervised(self.step):
+                        batch.reward = pref.intrinsic_rewards(batch.next_obs, buffer)
+                    metrics = self.agent.update(batch)
             self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
 
     def _train_on_policy(self) -> None:
@@ -288,6 +356,8 @@ class Trainer:
                 next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
                 true_next = info["next_obs"]
                 reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
+                if self.preference is not None:
+                    reward = self._pool_step(obs, action, true_next, reward, env_reward, terminated, truncated, info)
                 done = terminated | truncated
                 if algo.normalize_reward:  # skip the per-step tensor round trip when rewards are not scaled
                     reward = agent.scale_reward(reward, torch.as_tensor(done, device=self.device))
@@ -304,7 +374,23 @@ class Trainer:
             rollout.compute_gae(agent.value(last_obs), algo.gamma, algo.gae_lambda)
             agent.set_progress(self.step / cfg.train.total_steps)
             metrics = agent.update(rollout)
+            if self.preference is not None and self.preference.round_due(self.step):
+                self._feedback_round(relabel=False)
             self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
+
+    def _pool_step(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: torch.Tensor,
+                   env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]
+                   ) -> torch.Tensor:
+        """PrefPPO: keep the step for segment sampling; before the first round, train on state entropy."""
+        pref, buffer = self.preference, self.buffer
+        assert pref is not None and buffer is not None
+        buffer.add(obs=obs, action=action, next_obs=next_obs, reward=reward, env_reward=env_reward,
+                   components=info["reward_components"], terminated=terminated, truncated=truncated,
+                   episode_step=self.episode_step, episode_id=self.episode_ids)
+        if pref.unsupervised(self.step) and len(buffer) > pref.config.entropy_k:
+            states = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
+            return pref.intrinsic_rewards(states, buffer)
+        return reward
 
 
 def _raise_stop(signum: int, frame: object) -> None:

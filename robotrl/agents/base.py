@@ -82,6 +82,17 @@ class Agent(nn.Module, ABC):
         for name, module in modules.items():
             object.__setattr__(self, name, self.compiled(module))
 
+    def reset_critic(self) -> None:
+        """Re-initialise the critic, its target and its optimiser (PEBBLE does this once the reward is learned)."""
+        critic = getattr(self, "critic", None)
+        if critic is None:
+            raise NotImplementedError(f"{type(self).__name__} has no critic to reset")
+        for module in critic.modules():
+            if hasattr(module, "reset_parameters") and module is not critic:
+                module.reset_parameters()
+        self.critic_target.load_state_dict(critic.state_dict())
+        self.critic_opt = adam(critic.parameters(), self.config.critic_lr, self.device)
+
     @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Named optimisers, for checkpoints."""

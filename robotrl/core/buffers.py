@@ -60,6 +60,7 @@ class ReplayBuffer:
             "terminated": torch.zeros(capacity, **f32),
             "truncated": torch.zeros(capacity, dtype=torch.bool, device=self.device),
             "episode_step": torch.zeros(capacity, dtype=torch.int64, device=self.device),
+            "episode_id": torch.full((capacity,), -1, dtype=torch.int64, device=self.device),
         }
 
     def __len__(self) -> int:
@@ -95,6 +96,37 @@ class ReplayBuffer:
         if self.size < self.capacity:
             return torch.arange(self.size, device=self.device)
         return (torch.arange(self.capacity, device=self.device) + self.pos) % self.capacity
+
+    def segment_indices(self, length: int, count: int, stride: int = 1,
+                        generator: torch.Generator | None = None, recent: int | None = None) -> torch.Tensor:
+        """[count, length] storage indices of random windows of `length` consecutive steps of one episode.
+
+        `stride` is the number of envs that add a row each vector step (an env's next step is `stride` rows on).
+        `recent` restricts starts to the newest `recent` transitions. Windows never cross an episode boundary or
+        the ring's write position; needs the `episode_id` field to be filled by the caller.
+        """
+        span = stride * (length - 1)
+        first = 0 if recent is None else max(0, self.size - recent)
+        if self.size - span - first <= 0:
+            raise ValueError(f"not enough stored transitions ({self.size}) for segments of {length} steps")
+        order = self.chronological_indices()
+        episode = self.storage["episode_id"]
+        chosen: list[torch.Tensor] = []
+        found, tries = 0, 0
+        while found < count:
+            tries += 1
+            if tries > 50:
+                raise ValueError(f"could not find {count} windows of {length} steps inside single episodes: are "
+                                 f"episodes shorter than the segment length? (lower segment_length)")
+            starts = torch.randint(first, self.size - span, (2 * count,), device=self.device, generator=generator)
+            ends = starts + span
+            ok = (episode[order[starts]] == episode[order[ends]]) & (episode[order[starts]] >= 0)
+            good = starts[ok][: count - found]
+            chosen.append(good)
+            found += len(good)
+        starts = torch.cat(chosen)
+        steps = starts[:, None] + stride * torch.arange(length, device=self.device)[None, :]
+        return order[steps]
 
     @torch.no_grad()
     def relabel(self, reward_fn: RewardFn, chunk_size: int = 65536) -> None:

@@ -1,9 +1,7 @@
-"""Multi-layer perceptrons, including ensembles evaluated in one batched matmul (fused twin critics)."""
+"""Agent-side network helpers (fast acting paths, PPO init) plus the shared MLP/ensemble blocks."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,31 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU,
-}
+from reward_learning.networks import ACTIVATIONS, EnsembleLinear, EnsembleMLP, activation, mlp
 
+__all__ = ["ACTIVATIONS", "EnsembleLinear", "EnsembleMLP", "HostMLP", "activation", "fast_forward", "mlp",
+           "orthogonal_init"]
 
-def activation(name: str) -> type[nn.Module]:
-    """Look up an activation class by its config name."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation '{name}'; choose one of {sorted(ACTIVATIONS)}") from None
-
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu") -> nn.Sequential:
-    """A plain MLP: Linear-act pairs for each hidden size, then a Linear head."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for width in hidden:
-        layers += [nn.Linear(last, width), activation(act)()]
-        last = width
-    layers.append(nn.Linear(last, out_dim))
-    return nn.Sequential(*layers)
-
-
-FUNCTIONAL = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.ELU: F.elu, nn.GELU: F.gelu, nn.SiLU: F.silu}
+FUNCTIONAL = {nn.ReLU: torch.relu, nn.LeakyReLU: F.leaky_relu, nn.Tanh: torch.tanh, nn.ELU: F.elu, nn.GELU: F.gelu,
+              nn.SiLU: F.silu}
 
 
 def fast_forward(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -82,33 +62,3 @@ def orthogonal_init(module: nn.Module, gain: float) -> None:
             nn.init.zeros_(layer.bias)
 
 
-class EnsembleLinear(nn.Module):
-    """`size` independent Linear layers applied to [size, batch, in] with one batched matmul."""
-
-    def __init__(self, size: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        bound = 1.0 / math.sqrt(in_dim)  # same distribution as nn.Linear's default init
-        self.weight = nn.Parameter(torch.empty(size, in_dim, out_dim).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(size, 1, out_dim).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleMLP(nn.Module):
-    """An ensemble of identical MLPs (e.g. twin Q-functions) evaluated together; output [size, batch, out]."""
-
-    def __init__(self, size: int, in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu") -> None:
-        super().__init__()
-        self.size = size
-        dims = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(size, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
-        self.act = activation(act)()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map [batch, in] (shared input) or [size, batch, in] to [size, batch, out]."""
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.size, -1, -1)
-        for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.layers[-1](x)

@@ -1,0 +1,479 @@
+"""A crash-safe SQLite store of preference data: trajectory steps, segments, queries and labels of one task.
+
+The store lives in a run directory (e.g. `runs/x/labels.sqlite`) and is the single place where scripted teachers,
+people in a web page and later runs meet: every labelled pair can be reloaded as tensors to train a reward model.
+
+Tables (all append-only, enforced by triggers):
+
+- `meta`     key/value JSON: env_id, obs_shape, action_dim, component_names, schema_version, created.
+- `steps`    one row per transition, keyed by (run, episode, t): obs/action/next_obs/components as float32 blobs and
+             env_reward as REAL. Overlapping slices of one episode share rows.
+- `segments` (id, run, episode, start, length): references into `steps`, never copies.
+- `queries`  (id, left_segment, right_segment, round, sampler, created): pairs of segments to compare.
+- `labels`   (id, query, label in 'left'/'right'/'equal'/'skip', labeller, created): relabelling appends a row; the
+             latest row per (query, labeller) is the one that counts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from reward_learning.segments import Label, Segments
+
+SCHEMA_VERSION = 1
+_F32 = np.dtype("<f4")
+_KIND = {label: label.name.lower() for label in Label}  # Label -> text stored in the labels table
+_CODE = {kind: label for label, kind in _KIND.items()}
+_CHUNK = 500  # ids per `IN (...)` lookup, below SQLite's parameter limit
+
+_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE steps (
+        run TEXT NOT NULL, episode INTEGER NOT NULL, t INTEGER NOT NULL,
+        obs BLOB NOT NULL, action BLOB NOT NULL, next_obs BLOB NOT NULL,
+        env_reward REAL NOT NULL, components BLOB NOT NULL,
+        UNIQUE (run, episode, t))""",
+    """CREATE TABLE segments (
+        id INTEGER PRIMARY KEY, run TEXT NOT NULL, episode INTEGER NOT NULL,
+        start INTEGER NOT NULL CHECK (start >= 0), length INTEGER NOT NULL CHECK (length > 0),
+        created TEXT NOT NULL, UNIQUE (run, episode, start, length))""",
+    """CREATE TABLE queries (
+        id INTEGER PRIMARY KEY,
+        left_segment INTEGER NOT NULL REFERENCES segments (id),
+        right_segment INTEGER NOT NULL REFERENCES segments (id),
+        round INTEGER NOT NULL, sampler TEXT NOT NULL, created TEXT NOT NULL)""",
+    """CREATE TABLE labels (
+        id INTEGER PRIMARY KEY, query INTEGER NOT NULL REFERENCES queries (id),
+        label TEXT NOT NULL CHECK (label IN ('left', 'right', 'equal', 'skip')),
+        labeller TEXT NOT NULL CHECK (labeller <> ''), created TEXT NOT NULL)""",
+    "CREATE INDEX labels_by_query ON labels (query, labeller)",
+] + [
+    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, 'the label store is append-only'); END"
+    for table in ("steps", "segments", "queries", "labels")
+    for op in ("UPDATE", "DELETE")
+]
+
+
+class LabelStoreMismatch(ValueError):
+    """The store on disk belongs to another task or observation/action layout than the caller expects."""
+
+
+class LabelledPairs(NamedTuple):
+    """Labelled queries as tensors: row i compares left[i] with right[i]; labels are `Label` codes."""
+
+    left: Segments
+    right: Segments
+    labels: np.ndarray  # [n] int64 Label codes
+    query_ids: np.ndarray  # [n] int64
+
+
+class LabelRecord(NamedTuple):
+    """One stored label row."""
+
+    id: int
+    query_id: int
+    label: Label
+    labeller: str
+    created: str
+
+
+def _now() -> str:
+    """UTC timestamp in ISO-8601 with microseconds (sorts as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _f32(x: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """A tensor as a little-endian float32 array of the given shape (CPU, detached)."""
+    return np.ascontiguousarray(x.detach().cpu().numpy().astype(_F32, copy=False).reshape(shape))
+
+
+class LabelStore:
+    """Append-only, transactional SQLite store of preference data for one task.
+
+    Each public write call is one `BEGIN IMMEDIATE ... COMMIT` transaction, validated before anything is written, so
+    a call either lands completely or not at all. The database runs in WAL mode with `synchronous=FULL`: a commit
+    returns only after its WAL frames are fsynced, so committed data survives a SIGKILL of the writer and also an OS
+    crash or power loss, while frames of an unfinished transaction carry no commit mark and are ignored on recovery.
+    (`NORMAL` would already be safe against process kills but may drop the last commits on power loss; human labels
+    are expensive and writes are batched per call, so the extra fsync per call is worth it.)
+
+    One connection per object, used from the thread that made it; other processes (a trainer and a labelling web
+    page) open their own objects on the same file: WAL lets readers proceed while one writer commits, and writers wait
+    up to `timeout` seconds for each other. Copy a store only when it is closed (or copy its `-wal` file too).
+    """
+
+    def __init__(self, path: str | Path, *, env_id: str, obs_shape: Sequence[int], action_dim: int,
+                 component_names: Sequence[str], create: bool = True, timeout: float = 30.0) -> None:
+        """Open the store at `path`, creating it (schema and meta) if missing and `create`; on reopen check that it
+        was made for the same env_id, obs_shape, action_dim and component_names, else raise LabelStoreMismatch."""
+        expected = {
+            "env_id": str(env_id),
+            "obs_shape": [int(d) for d in obs_shape],
+            "action_dim": int(action_dim),
+            "component_names": [str(n) for n in component_names],
+        }
+        self._connect(Path(path), expected, create, timeout)
+
+    @classmethod
+    def open(cls, path: str | Path, *, timeout: float = 30.0) -> LabelStore:
+        """Open an existing store, taking task and shapes from its meta (e.g. for `robotrl reward train --labels`)."""
+        store = cls.__new__(cls)
+        store._connect(Path(path), None, False, timeout)
+        return store
+
+    # ------------------------------------------------------------------ connection and transactions
+
+    def _connect(self, path: Path, expected: dict[str, Any] | None, create: bool, timeout: float) -> None:
+        self.path = path
+        self._con: sqlite3.Connection | None = None
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"no label store at {path}: check the path (a run keeps its store at "
+                                        f"<run dir>/labels.sqlite)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif path.is_dir():
+            raise IsADirectoryError(f"label store path {path} is a directory; give a file such as {path}/labels.sqlite")
+        con = self._con = sqlite3.connect(str(path), isolation_level=None, timeout=timeout)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=ON")
+            with self._write():
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "meta" in tables:
+                    meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+                elif tables or expected is None:
+                    what = "an empty database" if not tables else f"a database with tables {sorted(tables)}"
+                    raise ValueError(f"{path} is not a robotrl label store ({what}, no meta table)")
+                else:
+                    meta = {"schema_version": SCHEMA_VERSION, **expected, "created": _now()}
+                    for statement in _SCHEMA:
+                        con.execute(statement)
+                    con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                    [(k, json.dumps(v)) for k, v in meta.items()])
+        except sqlite3.OperationalError as e:  # locked, read-only, disk full...: not a format problem
+            self.close()
+            raise sqlite3.OperationalError(f"cannot open label store {path}: {e}") from e
+        except sqlite3.DatabaseError as e:  # "file is not a database"
+            self.close()
+            raise ValueError(f"{path} is not a robotrl label store: {e}") from e
+        except BaseException:
+            self.close()
+            raise
+        try:
+            self._check_meta(meta, expected)
+        except LabelStoreMismatch:
+            self.close()
+            raise
+        self._meta = meta
+        self.env_id: str = meta["env_id"]
+        self.obs_shape: tuple[int, ...] = tuple(meta["obs_shape"])
+        self.action_dim: int = int(meta["action_dim"])
+        self.component_names: tuple[str, ...] = tuple(meta["component_names"])
+
+    def _check_meta(self, meta: dict[str, Any], expected: dict[str, Any] | None) -> None:
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise LabelStoreMismatch(f"label store {self.path} has schema_version {version!r}, this robotrl reads "
+                                     f"schema_version {SCHEMA_VERSION}: upgrade robotrl or use another labels path")
+        for field, want in (expected or {}).items():
+            have = meta.get(field)
+            if have != want:
+                if isinstance(want, list):
+                    have, want = tuple(have) if isinstance(have, list) else have, tuple(want)
+                raise LabelStoreMismatch(
+                    f"label store {self.path} was made for {field}={have!r}, but this run has {field}={want!r}; "
+                    f"use a new labels path for this task, or the task the store was made for")
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise sqlite3.ProgrammingError(f"label store {self.path} is closed")
+        return self._con
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: takes the write lock up front, commits on success, rolls back on any error."""
+        con = self._db
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, so multi-statement reads see one consistent snapshot while others write."""
+        con = self._db
+        con.execute("BEGIN")
+        try:
+            yield con
+        finally:
+            con.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the last closer checkpoints the WAL into the main file."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """env_id, obs_shape, action_dim, component_names, schema_version and created (UTC ISO-8601)."""
+        meta = dict(self._meta)
+        meta["obs_shape"] = tuple(meta["obs_shape"])
+        meta["component_names"] = tuple(meta["component_names"])
+        return meta
+
+    def __repr__(self) -> str:
+        return f"LabelStore({str(self.path)!r}, env_id={self.env_id!r})"
+
+    # ------------------------------------------------------------------ writes
+
+    def add_segments(self, segments: Segments, run: str) -> list[int]:
+        """Store the steps of each slice (shared with overlapping slices of the same run and episode) and one
+        segment row per slice; return the segment ids (an already stored slice keeps its id).
+
+        Episode ids are only unique within a run, hence `run`. Data is stored as float32. Raises ValueError, writing
+        nothing, if shapes do not match the store or a step is already stored with different data.
+        """
+        q, length = len(segments), segments.length
+        k = len(self.component_names)
+        expected = (("obs", segments.obs, self.obs_shape), ("next_obs", segments.next_obs, self.obs_shape),
+                    ("action", segments.action, (self.action_dim,)), ("components", segments.components, (k,)),
+                    ("env_reward", segments.env_reward, ()))
+        for name, value, tail in expected:
+            if tuple(value.shape[2:]) != tail:
+                raise ValueError(f"Segments.{name} has per-step shape {tuple(value.shape[2:])}, but label store "
+                                 f"{self.path} holds {tail} for {self.env_id}")
+        if not run:
+            raise ValueError("run must be a non-empty name")
+        if q == 0:
+            return []
+        obs = _f32(segments.obs, (q, length, -1))
+        next_obs = _f32(segments.next_obs, (q, length, -1))
+        action = _f32(segments.action, (q, length, -1))
+        comps = _f32(segments.components, (q, length, k))
+        reward = _f32(segments.env_reward, (q, length))
+        episode = segments.episode.detach().cpu().numpy().astype(np.int64)
+        start = segments.start.detach().cpu().numpy().astype(np.int64)
+        if (start < 0).any():
+            raise ValueError(f"Segments.start must be >= 0, got {start.min()}")
+        if np.isnan(reward).any():
+            raise ValueError("Segments.env_reward contains NaN; the label store keeps finite rewards only")
+
+        rows: dict[tuple[int, int], tuple[bytes, bytes, bytes, bytes, bytes]] = {}
+        for i in range(q):
+            ep = int(episode[i])
+            for j in range(length):
+                key = (ep, int(start[i]) + j)
+                row = (obs[i, j].tobytes(), action[i, j].tobytes(), next_obs[i, j].tobytes(), reward[i, j].tobytes(),
+                       comps[i, j].tobytes())
+                if rows.setdefault(key, row) != row:
+                    raise ValueError(f"two slices give different data for run {run!r}, episode {key[0]}, step "
+                                     f"{key[1]}; slices of one episode must agree where they overlap")
+        created = _now()
+        with self._write() as con:
+            new = dict(rows)
+            span: dict[int, tuple[int, int]] = {}
+            for ep, t in rows:
+                lo, hi = span.get(ep, (t, t))
+                span[ep] = (min(lo, t), max(hi, t))
+            for ep, (lo, hi) in span.items():
+                for t, o, a, n, r, c in con.execute(
+                        "SELECT t, obs, action, next_obs, env_reward, components FROM steps "
+                        "WHERE run = ? AND episode = ? AND t BETWEEN ? AND ? ORDER BY t", (run, ep, lo, hi)):
+                    mine = new.pop((ep, t), None)
+                    if mine is not None and mine != (o, a, n, np.float32(r).tobytes(), c):
+                        raise ValueError(f"label store {self.path} already holds different data for run {run!r}, "
+                                         f"episode {ep}, step {t}; use a new run name for a new set of episodes")
+            con.executemany(
+                "INSERT INTO steps (run, episode, t, obs, action, next_obs, env_reward, components) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run, ep, t, o, a, n, float(np.frombuffer(r, _F32)[0]), c)
+                 for (ep, t), (o, a, n, r, c) in new.items()])
+            ids = []
+            for ep, st in zip(episode.tolist(), start.tolist(), strict=True):
+                key = (run, ep, st, length)
+                con.execute("INSERT OR IGNORE INTO segments (run, episode, start, length, created) "
+                            "VALUES (?, ?, ?, ?, ?)", (*key, created))
+                ids.append(con.execute("SELECT id FROM segments WHERE run = ? AND episode = ? AND start = ? "
+                                       "AND length = ?", key).fetchone()[0])
+        return ids
+
+    def add_queries(self, left: Sequence[int], right: Sequence[int], *, round: int, sampler: str) -> list[int]:
+        """Store pairs (left[i], right[i]) of segment ids as queries from query round `round` chosen by `sampler`;
+        return the query ids. Unknown segment ids raise ValueError and nothing is written."""
+        left, right = [int(i) for i in left], [int(i) for i in right]
+        if len(left) != len(right):
+            raise ValueError(f"{len(left)} left segments but {len(right)} right segments")
+        created = _now()
+        with self._write() as con:
+            missing = sorted(set(left + right) - self._existing(con, "segments", left + right))
+            if missing:
+                raise ValueError(f"unknown segment ids {missing[:10]} in label store {self.path}; nothing was written")
+            ids = []
+            for a, b in zip(left, right, strict=True):
+                cur = con.execute("INSERT INTO queries (left_segment, right_segment, round, sampler, created) "
+                                  "VALUES (?, ?, ?, ?, ?)", (a, b, int(round), str(sampler), created))
+                ids.append(int(cur.lastrowid))
+        return ids
+
+    def add_labels(self, query_ids: Sequence[int], labels: Sequence[Label | int | str], labeller: str) -> None:
+        """Append labels[i] for query_ids[i] by `labeller` (e.g. 'scripted:oracle', 'web:alice').
+
+        Labels are `Label` members, codes or names. Invalid labels or unknown query ids raise ValueError and nothing
+        is written. Relabelling appends; the latest label per (query, labeller) is the one used.
+        """
+        query_ids = [int(i) for i in query_ids]
+        if len(query_ids) != len(labels):
+            raise ValueError(f"{len(query_ids)} query ids but {len(labels)} labels")
+        if not isinstance(labeller, str) or not labeller:
+            raise ValueError(f"labeller must be a non-empty name, got {labeller!r}")
+        kinds = [_KIND[Label.parse(label)] for label in labels]
+        created = _now()
+        with self._write() as con:
+            missing = sorted(set(query_ids) - self._existing(con, "queries", query_ids))
+            if missing:
+                raise ValueError(f"unknown query ids {missing[:10]} in label store {self.path}; nothing was written")
+            con.executemany("INSERT INTO labels (query, label, labeller, created) VALUES (?, ?, ?, ?)",
+                            [(i, kind, labeller, created) for i, kind in zip(query_ids, kinds, strict=True)])
+
+    @staticmethod
+    def _existing(con: sqlite3.Connection, table: str, ids: Sequence[int]) -> set[int]:
+        unique = sorted(set(ids))
+        found: set[int] = set()
+        for lo in range(0, len(unique), _CHUNK):
+            chunk = unique[lo:lo + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in con.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+        return found
+
+    # ------------------------------------------------------------------ reads
+
+    def pending_queries(self, labeller: str | None = None) -> list[int]:
+        """Ids of queries with no label yet (from `labeller`, or from anyone if None), oldest first.
+        A 'skip' counts as an answer."""
+        sql = "SELECT id FROM queries q WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.query = q.id{}) ORDER BY id"
+        if labeller is None:
+            return [r[0] for r in self._db.execute(sql.format(""))]
+        return [r[0] for r in self._db.execute(sql.format(" AND l.labeller = ?"), (labeller,))]
+
+    def query_segments(self, query_ids: Sequence[int]) -> list[tuple[int, int]]:
+        """The (left, right) segment ids of each query; unknown ids raise ValueError."""
+        query_ids = [int(i) for i in query_ids]
+        found: dict[int, tuple[int, int]] = {}
+        unique = sorted(set(query_ids))
+        for lo in range(0, len(unique), _CHUNK):
+            chunk = unique[lo:lo + _CHUNK]
+            for i, a, b in self._db.execute(f"SELECT id, left_segment, right_segment FROM queries WHERE id IN "
+                                            f"({','.join('?' * len(chunk))})", chunk):
+                found[i] = (a, b)
+        missing = sorted(set(query_ids) - set(found))
+        if missing:
+            raise ValueError(f"unknown query ids {missing[:10]} in label store {self.path}")
+        return [found[i] for i in query_ids]
+
+    def labels(self, query_id: int | None = None) -> list[LabelRecord]:
+        """All stored label rows (including superseded ones), in insertion order; only one query's if given."""
+        sql = "SELECT id, query, label, labeller, created FROM labels"
+        rows = (self._db.execute(sql + " ORDER BY id") if query_id is None
+                else self._db.execute(sql + " WHERE query = ? ORDER BY id", (int(query_id),)))
+        return [LabelRecord(i, q, _CODE[kind], who, when) for i, q, kind, who, when in rows]
+
+    def labelled_pairs(self, include_skipped: bool = False, labeller: str | None = None) -> LabelledPairs:
+        """Every labelled query as tensors, in query-id order: one row per (query, labeller) holding that labeller's
+        latest label. Skipped queries are left out unless `include_skipped`; only `labeller`'s labels if given."""
+        sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment "
+               "FROM labels l JOIN queries q ON q.id = l.query "
+               "WHERE l.id IN (SELECT MAX(id) FROM labels GROUP BY query, labeller)")
+        args: tuple[str, ...] = ()
+        if labeller is not None:
+            sql, args = sql + " AND l.labeller = ?", (labeller,)
+        if not include_skipped:
+            sql += " AND l.label <> 'skip'"
+        with self._read() as con:
+            rows = con.execute(sql + " ORDER BY l.query, l.id", args).fetchall()
+            left = self._gather(con, [r[2] for r in rows])
+            right = self._gather(con, [r[3] for r in rows])
+        labels = np.array([int(_CODE[r[1]]) for r in rows], dtype=np.int64)
+        query_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        return LabelledPairs(left, right, labels, query_ids)
+
+    def segments(self, ids: Sequence[int]) -> Segments:
+        """Rebuild the given segments (all of one length) from the stored steps, in the order given."""
+        with self._read() as con:
+            return self._gather(con, [int(i) for i in ids])
+
+    def _gather(self, con: sqlite3.Connection, ids: list[int]) -> Segments:
+        info: dict[int, tuple[str, int, int, int]] = {}
+        unique = sorted(set(ids))
+        for lo in range(0, len(unique), _CHUNK):
+            chunk = unique[lo:lo + _CHUNK]
+            for i, *rest in con.execute(f"SELECT id, run, episode, start, length FROM segments WHERE id IN "
+                                        f"({','.join('?' * len(chunk))})", chunk):
+                info[i] = tuple(rest)
+        missing = sorted(set(unique) - set(info))
+        if missing:
+            raise ValueError(f"unknown segment ids {missing[:10]} in label store {self.path}")
+        lengths = sorted({v[3] for v in info.values()})
+        if len(lengths) > 1:
+            raise ValueError(f"segments in label store {self.path} have different lengths {lengths}; request segments "
+                             f"of one length at a time (or crop them to a common length)")
+        length = lengths[0] if lengths else 0
+        n, k = len(unique), len(self.component_names)
+        obs = np.empty((n, length, *self.obs_shape), np.float32)
+        next_obs = np.empty_like(obs)
+        action = np.empty((n, length, self.action_dim), np.float32)
+        comps = np.empty((n, length, k), np.float32)
+        reward = np.empty((n, length), np.float32)
+        for row, seg in enumerate(unique):
+            run, episode, start, _ = info[seg]
+            steps = con.execute("SELECT obs, action, next_obs, env_reward, components FROM steps WHERE run = ? AND "
+                                "episode = ? AND t >= ? AND t < ? ORDER BY t", (run, episode, start, start + length)
+                                ).fetchall()
+            if len(steps) != length:
+                raise RuntimeError(f"label store {self.path} is missing steps of segment {seg} (run {run!r}, episode "
+                                   f"{episode}, steps {start}..{start + length - 1}): found {len(steps)} of {length}")
+            for out, col in ((obs, 0), (action, 1), (next_obs, 2), (comps, 4)):
+                out[row] = np.frombuffer(b"".join(s[col] for s in steps), _F32).reshape(out.shape[1:])
+            reward[row] = [s[3] for s in steps]
+        where = torch.as_tensor(np.searchsorted(unique, np.asarray(ids, dtype=np.int64)), dtype=torch.long)
+        return Segments(
+            obs=torch.from_numpy(obs)[where], action=torch.from_numpy(action)[where],
+            next_obs=torch.from_numpy(next_obs)[where], env_reward=torch.from_numpy(reward)[where],
+            components=torch.from_numpy(comps)[where],
+            episode=torch.tensor([info[i][1] for i in ids], dtype=torch.int64).reshape(-1),
+            start=torch.tensor([info[i][2] for i in ids], dtype=torch.int64).reshape(-1))
+
+    def counts(self) -> dict[str, int]:
+        """Row counts: steps, segments, queries, labels (all rows, superseded ones too), labelled_queries, pending,
+        one key per label kind ('left', 'right', 'equal', 'skip') and one 'labeller/<name>' key per labeller."""
+        with self._read() as con:
+            out = {table: con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                   for table in ("steps", "segments", "queries", "labels")}
+            out["labelled_queries"] = con.execute("SELECT COUNT(DISTINCT query) FROM labels").fetchone()[0]
+            out["pending"] = out["queries"] - out["labelled_queries"]
+            out.update({kind: 0 for kind in _CODE})
+            out.update(dict(con.execute("SELECT label, COUNT(*) FROM labels GROUP BY label")))
+            out.update({f"labeller/{who}": n for who, n in
+                        con.execute("SELECT labeller, COUNT(*) FROM labels GROUP BY labeller ORDER BY labeller")})
+        return out

@@ -1,0 +1,269 @@
+"""PEBBLE's schedule (and PrefPPO's): when to ask for labels, what to ask, and what to do with the answers.
+
+The trainer owns the loop; this object owns the reward model, its labelled data, the teacher, the label budget and
+the label store, and tells the trainer when the reward changed (so the replay buffer is relabelled) and when the
+critic must be reset. Phases, in env steps:
+    [0, learning_starts)                      random actions (off-policy)
+    [learning_starts, + unsup_steps)          agent trains on the kNN state-entropy reward
+    then one round every `query_every` steps  sample candidates -> select queries -> teacher labels -> store ->
+                                              train the reward ensemble -> relabel the replay buffer
+The first round uses uniform sampling (the ensemble is untrained) and, for off-policy agents, resets the critic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reward_learning.intrinsic import StateEntropyReward
+from reward_learning.label_store import LabelStore
+from reward_learning.models import LearnedReward, RewardEnsemble
+from reward_learning.preferences import RewardLearner
+from reward_learning.queries import FeedbackSchedule, query_features, select_queries
+from reward_learning.segments import Label, Segments
+from reward_learning.teachers import LabelBudget, ScriptedTeacher, make_teacher
+from robotrl.config import ConfigError, PreferenceConfig
+from robotrl.core.buffers import ReplayBuffer
+
+LABEL_STORE = "labels.sqlite"
+REWARD_MODEL = "reward_model.pt"
+SEGMENT_FIELDS = ("obs", "action", "next_obs", "env_reward", "components")
+
+
+def segments_from_buffer(buffer: ReplayBuffer, index: torch.Tensor) -> Segments:
+    """Gather [q, L] storage indices from a replay buffer into `Segments`."""
+    s = buffer.storage
+    return Segments(**{k: s[k][index] for k in SEGMENT_FIELDS}, episode=s["episode_id"][index[:, 0]],
+                    start=s["episode_step"][index[:, 0]])
+
+
+class PreferenceLoop:
+    """Reward learning from preferences inside a training run (see the module docstring for the phases)."""
+
+    def __init__(self, config: PreferenceConfig, *, env_id: str, obs_shape: tuple[int, ...], action_dim: int,
+                 discrete_actions: bool, component_names: Sequence[str], run_dir: Path, run_name: str,
+                 learning_starts: int, total_steps: int, max_episode_steps: int, device: torch.device,
+                 seed: int) -> None:
+        self.config = c = config
+        self.run_dir, self.run_name = run_dir, run_name
+        self.learning_starts, self.total_steps = learning_starts, total_steps
+        self.max_episode_steps = max_episode_steps
+        if c.segment_length > max_episode_steps:
+            raise ConfigError(f"reward.preference.segment_length={c.segment_length} is longer than an episode "
+                              f"({max_episode_steps} steps) of {env_id}")
+        try:
+            self.model = RewardEnsemble(obs_shape, action_dim, c.model, discrete_actions).to(device)
+            self.learner = RewardLearner(self.model, c.surf, seed)
+            self.teacher: ScriptedTeacher = make_teacher(
+                c.teacher, component_names=component_names, component_weights=c.teacher_weights,
+                threshold_quirk=c.threshold_quirk, **c.teacher_options)
+            self.schedule = FeedbackSchedule(c.queries_per_round, c.schedule)
+        except ValueError as err:
+            raise ConfigError(f"reward.preference: {err}") from None
+        self.oracle = make_teacher("oracle", component_names=component_names, component_weights=c.teacher_weights)
+        self.budget = LabelBudget(c.budget)
+        self.entropy = StateEntropyReward(c.entropy_k)
+        self.reward_source = LearnedReward(self.model)
+        stored_action_dim = 1 if discrete_actions else action_dim
+        self.store_meta = {"env_id": env_id, "obs_shape": obs_shape, "action_dim": stored_action_dim,
+                           "component_names": list(component_names)}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = LabelStore(run_dir / LABEL_STORE, **self.store_meta)
+        self.rng = np.random.default_rng(seed + 7)
+        self.generator = torch.Generator(device=device).manual_seed(seed + 11)
+        self.rounds = 0
+        self.last_round_step = -1
+        self.known_queries: set[int] = set()
+        self.labelled_features: torch.Tensor | None = None
+        self.holdout: list[tuple[Segments, Segments, np.ndarray]] = []
+        self.seconds = {"reward_learning": 0.0, "relabel": 0.0}
+        self.counts = {"labels": 0, "skipped": 0, "equal": 0}
+        if c.labels_from:
+            self._load_prior_labels(Path(c.labels_from))
+
+    # --------------------------------------------------------------------------------------------- phases
+    @property
+    def first_round_step(self) -> int:
+        return self.learning_starts + self.config.unsup_steps
+
+    def unsupervised(self, step: int) -> bool:
+        """True while the agent should train on the state-entropy reward (before the first reward is learned)."""
+        return self.rounds == 0 and step < self.first_round_step
+
+    def round_due(self, step: int) -> bool:
+        if self.budget.remaining <= 0:
+            return False
+        if self.rounds == 0:
+            return step >= self.first_round_step
+        return step - self.last_round_step >= self.config.query_every
+
+    def intrinsic_rewards(self, next_obs: torch.Tensor, buffer: ReplayBuffer) -> torch.Tensor:
+        """kNN state-entropy rewards of `next_obs` against every stored next observation."""
+        return self.entropy(next_obs, buffer.storage["next_obs"][: len(buffer)])
+
+    # ---------------------------------------------------------------------------------------------- round
+    def run_round(self, step: int, buffer: ReplayBuffer, stride: int, recent_returns: Sequence[float],
+                  recent: int | None = None) -> dict[str, float]:
+        """One feedback round; returns metrics to log. The caller relabels its replay buffer afterwards."""
+        c = self.config
+        started = time.perf_counter()
+        first = self.rounds == 0
+        num = self.budget.take(self.schedule.queries_for_round(step, self.total_steps, self.budget.remaining))
+        window = c.surf.window if c.surf.enabled else 0
+        stored_length = c.segment_length + 2 * window
+        sampler = "uniform" if first else c.sampler
+        candidates = num if sampler == "uniform" else num * c.candidate_factor
+        left, right = self._pairs(buffer, candidates, stored_length, stride, recent)
+        chosen = select_queries(sampler, left, right, num, model=self.learner, rng=self.rng,
+                                labelled_features=self.labelled_features)
+        left, right = left[chosen], right[chosen]
+        shown_left, shown_right = (left.crop(window, c.segment_length), right.crop(window, c.segment_length)) \
+            if window else (left, right)
+        self.teacher.observe_returns(list(recent_returns), c.segment_length, self.max_episode_steps)
+        labels = self.teacher.label(shown_left.to("cpu"), shown_right.to("cpu"), self.rng)
+        query_ids = self._store(shown_left, shown_right, labels, sampler)
+        self.known_queries.update(query_ids)
+        features = query_features(shown_left, shown_right)
+        self.labelled_features = features if self.labelled_features is None else \
+            torch.cat([self.labelled_features, features])
+        train_mask = np.ones(len(labels), dtype=bool)
+        if c.holdout_fraction > 0:
+            train_mask = self.rng.random(len(labels)) >= c.holdout_fraction
+            if (~train_mask).any():
+                keep = ~train_mask
+                self.holdout.append((shown_left[keep], shown_right[keep], labels[keep]))
+        self.learner.add_labels(left[train_mask], right[train_mask], labels[train_mask])
+        if c.surf.enabled and c.surf.unlabeled_ratio > 0:
+            self.learner.add_unlabelled(*self._pairs(buffer, num * c.surf.unlabeled_ratio, stored_length, stride,
+                                                     recent))
+        metrics: dict[str, float] = {}
+        if len(self.learner):
+            metrics.update({f"reward/{k}": v for k, v in self.learner.train().items()})
+        self.model.fit_output_stats(self._recent_transitions(buffer, 10_000))
+        self.rounds += 1
+        self.last_round_step = step
+        self._count(labels)
+        self.seconds["reward_learning"] += time.perf_counter() - started
+        metrics.update(self.diagnostics(buffer, stride, recent))
+        metrics.update({"reward/round": float(self.rounds), "reward/queries": float(self.budget.spent),
+                        "reward/labels": float(self.counts["labels"]), "reward/skipped": float(self.counts["skipped"]),
+                        "reward/equal": float(self.counts["equal"]),
+                        "time/reward_learning_s": self.seconds["reward_learning"]})
+        return metrics
+
+    def _pairs(self, buffer: ReplayBuffer, count: int, length: int, stride: int, recent: int | None
+               ) -> tuple[Segments, Segments]:
+        index = buffer.segment_indices(length, 2 * count, stride, self.generator, recent)
+        segments = segments_from_buffer(buffer, index)
+        return segments[:count], segments[count:]
+
+    def _store(self, left: Segments, right: Segments, labels: np.ndarray, sampler: str) -> list[int]:
+        left_ids = self.store.add_segments(left.to("cpu"), self.run_name)
+        right_ids = self.store.add_segments(right.to("cpu"), self.run_name)
+        query_ids = self.store.add_queries(left_ids, right_ids, round=self.rounds, sampler=sampler)
+        self.store.add_labels(query_ids, labels, labeller=f"teacher:{self.teacher.name}")
+        return query_ids
+
+    def _count(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels)
+        self.counts["labels"] += int(len(labels))
+        self.counts["skipped"] += int((labels == Label.SKIP).sum())
+        self.counts["equal"] += int((labels == Label.EQUAL).sum())
+
+    def _recent_transitions(self, buffer: ReplayBuffer, count: int) -> dict[str, torch.Tensor]:
+        index = buffer.chronological_indices()[-count:]
+        return {k: buffer.storage[k][index] for k in self.model.fields}
+
+    # -------------------------------------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def diagnostics(self, buffer: ReplayBuffer, stride: int, recent: int | None = None) -> dict[str, float]:
+        """Held-out preference accuracy and how well learned segment returns track true ones on fresh data."""
+        c = self.config
+        out: dict[str, float] = {}
+        if self.holdout:
+            left = Segments.concat([h[0] for h in self.holdout])
+            right = Segments.concat([h[1] for h in self.holdout])
+            out["reward/holdout_accuracy"] = self.learner.accuracy(left, right, np.concatenate([h[2] for h in
+                                                                                               self.holdout]))
+        if c.diagnostic_pairs > 0 and len(buffer) > stride * c.segment_length:
+            fresh = min(len(buffer), max(20_000, 4 * stride * c.segment_length))
+            left, right = self._pairs(buffer, c.diagnostic_pairs, c.segment_length, stride, fresh)
+            labels = self.oracle.label(left.to("cpu"), right.to("cpu"), self.rng)
+            out["reward/true_pref_accuracy"] = self.learner.accuracy(left, right, labels)
+            segments = Segments.concat([left, right])
+            learned = self.model(segments.transitions()).reshape(len(segments), -1).sum(1)
+            true = torch.as_tensor(self.oracle.step_rewards(segments.to("cpu"))).sum(1)
+            out["reward/return_correlation"] = _pearson(learned.cpu().double(), true.double())
+        return out
+
+    # ---------------------------------------------------------------------------------------------- state
+    def _load_prior_labels(self, path: Path) -> None:
+        """Train on the labels of an existing store before the first round (they do not use the budget)."""
+        if not path.exists():
+            raise ConfigError(f"reward.preference.labels_from: no label store at {path}")
+        with LabelStore(path, **self.store_meta) as prior:
+            pairs = prior.labelled_pairs()
+        if len(pairs.labels) == 0:
+            raise ConfigError(f"reward.preference.labels_from: {path} holds no usable labels")
+        expected = self.config.segment_length + (2 * self.config.surf.window if self.config.surf.enabled else 0)
+        if pairs.left.length != expected:
+            raise ConfigError(f"reward.preference.labels_from: stored segments have {pairs.left.length} steps but "
+                              f"this run trains on {expected}-step segments")
+        device = self.model.device
+        self.learner.add_labels(pairs.left.to(device), pairs.right.to(device), pairs.labels)
+
+    def resync_from_store(self) -> int:
+        """After a resume: add labels the store holds but the checkpoint missed (a kill between the two writes)."""
+        pairs = self.store.labelled_pairs(include_skipped=True)
+        missing = np.array([q not in self.known_queries for q in pairs.query_ids], dtype=bool)
+        if not missing.any():
+            return 0
+        device = self.model.device
+        left, right, labels = pairs.left[missing].to(device), pairs.right[missing].to(device), pairs.labels[missing]
+        self.learner.add_labels(left, right, labels)
+        self.known_queries.update(int(q) for q in pairs.query_ids[missing])
+        self.budget.spent = min(self.budget.total, self.budget.spent + int(missing.sum()))
+        self._count(labels)
+        return int(missing.sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "learner": self.learner.state_dict(),
+                "teacher": self.teacher.state_dict(), "budget": self.budget.state_dict(),
+                "entropy": self.entropy.state_dict(), "rng": self.rng.bit_generator.state,
+                "generator": self.generator.get_state(), "rounds": self.rounds,
+                "last_round_step": self.last_round_step, "known_queries": sorted(self.known_queries),
+                "labelled_features": self.labelled_features, "holdout": self.holdout, "seconds": self.seconds,
+                "counts": self.counts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.learner.load_state_dict(state["learner"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.budget.load_state_dict(state["budget"])
+        self.entropy.load_state_dict(state["entropy"])
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
+        self.rounds, self.last_round_step = state["rounds"], state["last_round_step"]
+        self.known_queries = set(state["known_queries"])
+        self.labelled_features, self.holdout = state["labelled_features"], state["holdout"]
+        self.seconds, self.counts = state["seconds"], state["counts"]
+
+    def save_model(self) -> Path:
+        """Write the reward model next to the checkpoint (loadable with `RewardEnsemble.load`)."""
+        path = self.run_dir / REWARD_MODEL
+        self.model.save(path)
+        return path
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denom = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denom if denom > 0 else float("nan")
