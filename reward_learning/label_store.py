@@ -45,6 +45,7 @@ _SCHEMA = [
     """CREATE TABLE segments (
         id INTEGER PRIMARY KEY, run TEXT NOT NULL, episode INTEGER NOT NULL,
         start INTEGER NOT NULL CHECK (start >= 0), length INTEGER NOT NULL CHECK (length > 0),
+        absorbing INTEGER NOT NULL DEFAULT 0 CHECK (absorbing >= 0 AND absorbing < length),
         created TEXT NOT NULL, UNIQUE (run, episode, start, length))""",
     """CREATE TABLE queries (
         id INTEGER PRIMARY KEY,
@@ -275,6 +276,10 @@ class LabelStore:
         reward = _f32(segments.env_reward, (q, length))
         episode = segments.episode.detach().cpu().numpy().astype(np.int64)
         start = segments.start.detach().cpu().numpy().astype(np.int64)
+        absorbing = segments.absorbing.detach().cpu().numpy().astype(bool)
+        real = length - absorbing.sum(1)
+        if (absorbing != (np.arange(length)[None, :] >= real[:, None])).any() or (real < 1).any():
+            raise ValueError("Segments.absorbing must mark a suffix of each slice after at least one real step")
         if (start < 0).any():
             raise ValueError(f"Segments.start must be >= 0, got {start.min()}")
         if np.isnan(reward).any():
@@ -283,7 +288,7 @@ class LabelStore:
         rows: dict[tuple[int, int], tuple[bytes, bytes, bytes, bytes, bytes]] = {}
         for i in range(q):
             ep = int(episode[i])
-            for j in range(length):
+            for j in range(int(real[i])):  # absorbing steps are implied by the segment row, not stored
                 key = (ep, int(start[i]) + j)
                 row = (obs[i, j].tobytes(), action[i, j].tobytes(), next_obs[i, j].tobytes(), reward[i, j].tobytes(),
                        comps[i, j].tobytes())
@@ -311,10 +316,10 @@ class LabelStore:
                 [(run, ep, t, o, a, n, float(np.frombuffer(r, _F32)[0]), c)
                  for (ep, t), (o, a, n, r, c) in new.items()])
             ids = []
-            for ep, st in zip(episode.tolist(), start.tolist(), strict=True):
+            for ep, st, n_real in zip(episode.tolist(), start.tolist(), real.tolist(), strict=True):
                 key = (run, ep, st, length)
-                con.execute("INSERT OR IGNORE INTO segments (run, episode, start, length, created) "
-                            "VALUES (?, ?, ?, ?, ?)", (*key, created))
+                con.execute("INSERT OR IGNORE INTO segments (run, episode, start, length, absorbing, created) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (*key, length - n_real, created))
                 ids.append(con.execute("SELECT id FROM segments WHERE run = ? AND episode = ? AND start = ? "
                                        "AND length = ?", key).fetchone()[0])
         return ids
@@ -368,6 +373,12 @@ class LabelStore:
         return found
 
     # ------------------------------------------------------------------ reads
+
+    def max_episode(self, run: str) -> int:
+        """The largest episode id stored for `run` (-1 if none): a resumed run numbers new episodes above it."""
+        with self._read() as con:
+            value = con.execute("SELECT MAX(episode) FROM steps WHERE run = ?", (run,)).fetchone()[0]
+        return -1 if value is None else int(value)
 
     def pending_queries(self, labeller: str | None = None) -> list[int]:
         """Ids of queries with no label yet (from `labeller`, or from anyone if None), oldest first.
@@ -424,11 +435,11 @@ class LabelStore:
             return self._gather(con, [int(i) for i in ids])
 
     def _gather(self, con: sqlite3.Connection, ids: list[int]) -> Segments:
-        info: dict[int, tuple[str, int, int, int]] = {}
+        info: dict[int, tuple[str, int, int, int, int]] = {}
         unique = sorted(set(ids))
         for lo in range(0, len(unique), _CHUNK):
             chunk = unique[lo:lo + _CHUNK]
-            for i, *rest in con.execute(f"SELECT id, run, episode, start, length FROM segments WHERE id IN "
+            for i, *rest in con.execute(f"SELECT id, run, episode, start, length, absorbing FROM segments WHERE id IN "
                                         f"({','.join('?' * len(chunk))})", chunk):
                 info[i] = tuple(rest)
         missing = sorted(set(unique) - set(info))
@@ -445,14 +456,18 @@ class LabelStore:
         action = np.empty((n, length, self.action_dim), np.float32)
         comps = np.empty((n, length, k), np.float32)
         reward = np.empty((n, length), np.float32)
+        absorbing = np.zeros((n, length), bool)
         for row, seg in enumerate(unique):
-            run, episode, start, _ = info[seg]
+            run, episode, start, _, n_absorbing = info[seg]
+            real = length - n_absorbing
             steps = con.execute("SELECT obs, action, next_obs, env_reward, components FROM steps WHERE run = ? AND "
-                                "episode = ? AND t >= ? AND t < ? ORDER BY t", (run, episode, start, start + length)
+                                "episode = ? AND t >= ? AND t < ? ORDER BY t", (run, episode, start, start + real)
                                 ).fetchall()
-            if len(steps) != length:
+            if len(steps) != real:
                 raise RuntimeError(f"label store {self.path} is missing steps of segment {seg} (run {run!r}, episode "
-                                   f"{episode}, steps {start}..{start + length - 1}): found {len(steps)} of {length}")
+                                   f"{episode}, steps {start}..{start + real - 1}): found {len(steps)} of {real}")
+            steps += [steps[-1]] * n_absorbing  # absorbing steps repeat the terminal transition
+            absorbing[row, real:] = True
             for out, col in ((obs, 0), (action, 1), (next_obs, 2), (comps, 4)):
                 out[row] = np.frombuffer(b"".join(s[col] for s in steps), _F32).reshape(out.shape[1:])
             reward[row] = [s[3] for s in steps]
@@ -462,7 +477,8 @@ class LabelStore:
             next_obs=torch.from_numpy(next_obs)[where], env_reward=torch.from_numpy(reward)[where],
             components=torch.from_numpy(comps)[where],
             episode=torch.tensor([info[i][1] for i in ids], dtype=torch.int64).reshape(-1),
-            start=torch.tensor([info[i][2] for i in ids], dtype=torch.int64).reshape(-1))
+            start=torch.tensor([info[i][2] for i in ids], dtype=torch.int64).reshape(-1),
+            absorbing=torch.from_numpy(absorbing)[where])
 
     def counts(self) -> dict[str, int]:
         """Row counts: steps, segments, queries, labels (all rows, superseded ones too), labelled_queries, pending,

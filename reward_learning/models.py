@@ -30,13 +30,15 @@ class RewardModelConfig(BaseModel):
     ensemble_size: int = Field(3, ge=1)
     hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256, 256], min_length=1)
     activation: str = "leaky_relu"
-    output: Literal["tanh", "linear"] = Field("tanh", description="tanh bounds per-step rewards to [-1, 1] (B-Pref)")
+    output: Literal["tanh", "linear"] = Field("tanh", description="tanh bounds each network output to [-1, 1] "
+                                              "(B-Pref); rewards are relative to the absorbing state, so in (-2, 2)")
     inputs: InputKind = "obs_action"
     encoder: Literal["mlp", "cnn"] = Field("mlp", description="cnn for channel-first pixel observations")
     normalize_inputs: bool = Field(False, description="standardise inputs with statistics fitted on the first "
                                    "training data (then frozen)")
-    normalize_output: bool = Field(False, description="standardise the reward given to the agent with statistics "
-                                   "of the ensemble mean over recent transitions, refitted after each round")
+    normalize_output: bool = Field(False, description="divide the reward given to the agent by the std of the "
+                                   "ensemble mean over recent transitions, refitted after each round (no shift: "
+                                   "the sign relative to termination must survive)")
     conservative_k: float = Field(0.0, ge=0.0, description="agent reward = mean - k * std over the ensemble")
     preference_model: Literal["partial_return", "regret"] = Field(
         "partial_return", description="partial_return: Bradley-Terry on summed rewards; regret: Knox et al., with "
@@ -54,11 +56,11 @@ class CNNEncoder(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 256) -> None:
         super().__init__()
-        channels = obs_shape[0]
+        channels, large = obs_shape[0], min(obs_shape[1:]) >= 64
         self.convs = nn.Sequential(
-            nn.Conv2d(channels, 32, 8 if obs_shape[1] >= 64 else 3, stride=4 if obs_shape[1] >= 64 else 1),
-            nn.ReLU(), nn.Conv2d(32, 64, 4 if obs_shape[1] >= 64 else 3, stride=2 if obs_shape[1] >= 64 else 1),
-            nn.ReLU(), nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
+            nn.Conv2d(channels, 32, 8 if large else 3, stride=4 if large else 2), nn.ReLU(),
+            nn.Conv2d(32, 64, 4 if large else 3, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
         )
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
@@ -116,8 +118,9 @@ class RewardEnsemble(nn.Module):
             self.register_buffer("in_std", torch.ones(in_dim))
             if c.preference_model == "regret":
                 self.potential = EnsembleMLP(self.size, obs_dim, c.hidden_sizes, 1, c.activation)
+        # the reward of the absorbing state after termination; every reward is reported relative to it (see below)
+        self.absorbing_logit = nn.Parameter(torch.zeros(self.size))
         self.register_buffer("inputs_fitted", torch.tensor(False))
-        self.register_buffer("out_mean", torch.tensor(0.0))
         self.register_buffer("out_std", torch.tensor(1.0))
 
     @property
@@ -126,7 +129,7 @@ class RewardEnsemble(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.out_mean.device
+        return self.out_std.device
 
     # ----------------------------------------------------------------------------------------------- inputs
     def _action(self, action: torch.Tensor) -> torch.Tensor:
@@ -160,7 +163,8 @@ class RewardEnsemble(nn.Module):
         finally:
             self.config.normalize_inputs = saved
         self.in_mean.copy_(x.mean(0))
-        self.in_std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.in_std))
+        std = x.std(0) if len(x) > 1 else torch.ones_like(self.in_std)
+        self.in_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant so far: leave unscaled
         self.inputs_fitted.fill_(True)
 
     # ---------------------------------------------------------------------------------------------- outputs
@@ -168,18 +172,24 @@ class RewardEnsemble(nn.Module):
         return torch.tanh(r) if self.config.output == "tanh" else r
 
     def member_rewards(self, batch: Transitions, per_member: bool = False) -> torch.Tensor:
-        """Per-member rewards, shape [E, *leading]; leading = the fields' shape before the feature axes."""
+        """Per-member rewards r_i(s, a) - r_i(absorbing), shape [E, *leading] (leading = the fields' shape before
+        the feature axes).
+
+        Preferences only fix rewards up to a constant, but with terminations the constant matters: an agent treats
+        the state after termination as worth 0. So each member also learns the reward of the absorbing state
+        (segments may run past a termination) and every reward is given relative to it; absorbing steps then have
+        reward exactly 0, consistent with the agent. Without terminations that offset cancels out and stays 0.
+        """
         lead = batch[self.fields[0]].dim() - len(self.obs_shape)  # fields[0] is always an observation
         if self.config.encoder == "cnn":
-            return self._cnn_rewards(batch, lead, per_member)
-        x = self._features(batch, lead)
-        if per_member:
-            shape = x.shape[:-1]
-            out = self.net(x.reshape(self.size, -1, x.shape[-1]))
-            return self._squash(out.reshape(shape))
-        shape = x.shape[:-1]
-        out = self.net(x.reshape(-1, x.shape[-1]))
-        return self._squash(out.reshape(self.size, *shape))
+            rewards = self._cnn_rewards(batch, lead, per_member)
+        else:
+            x = self._features(batch, lead)
+            shape = x.shape[:-1] if per_member else (self.size, *x.shape[:-1])
+            flat = x.reshape(self.size, -1, x.shape[-1]) if per_member else x.reshape(-1, x.shape[-1])
+            rewards = self._squash(self.net(flat).reshape(shape))
+        offset = self._squash(self.absorbing_logit)
+        return rewards - offset.view(self.size, *([1] * (rewards.dim() - 1)))
 
     def _cnn_rewards(self, batch: Transitions, lead: int, per_member: bool) -> torch.Tensor:
         outputs = []
@@ -214,7 +224,7 @@ class RewardEnsemble(nn.Module):
         if self.config.conservative_k > 0 and self.size > 1:
             reward = reward - self.config.conservative_k * members.std(0)
         if self.config.normalize_output:
-            reward = (reward - self.out_mean) / self.out_std
+            reward = reward / self.out_std
         return reward
 
     def mean_std(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +235,8 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def fit_output_stats(self, batch: Transitions) -> None:
-        """Refit the output standardisation on a batch of (recent) transitions."""
+        """Refit the output scale on a batch of (recent) transitions (a scale only: a shift would move rewards
+        across the absorbing state's 0 and teach agents to terminate early, or never)."""
         if not self.config.normalize_output:
             return
         saved = self.config.normalize_output
@@ -234,7 +245,6 @@ class RewardEnsemble(nn.Module):
             reward = self(batch)
         finally:
             self.config.normalize_output = saved
-        self.out_mean.copy_(reward.mean())
         self.out_std.copy_(reward.std().clamp_min(1e-6) if reward.numel() > 1 else torch.tensor(1.0))
 
     # ------------------------------------------------------------------------------------------------- I/O
@@ -255,12 +265,17 @@ class RewardEnsemble(nn.Module):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no reward model at {path}")
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # not a torch file at all: pickle, EOF and zip errors differ by torch version
+            data = None
         if not isinstance(data, dict) or data.get("format") != "robotrl-reward-ensemble/1":
             raise ValueError(f"{path} is not a robotrl reward model (written by RewardEnsemble.save)")
         model = cls(tuple(data["obs_shape"]), data["action_dim"], RewardModelConfig(**data["config"]),
                     data["discrete_actions"])
-        model.load_state_dict(data["state_dict"])
+        state = data["state_dict"]
+        state.setdefault("absorbing_logit", torch.zeros(model.size))  # files from before the absorbing offset
+        model.load_state_dict(state)
         return model.to(device)
 
 

@@ -48,7 +48,7 @@ class RewardLearner:
         if self.surf.enabled and self.config.preference_model == "regret":
             raise ValueError("SURF's temporal crops are not defined for the regret preference model; disable one")
         self.regret = self.config.preference_model == "regret"
-        self.names = tuple(dict.fromkeys((*model.fields, *(("obs", "next_obs") if self.regret else ()))))
+        self.names = tuple(dict.fromkeys((*model.fields, *(("obs", "next_obs") if self.regret else ()), "absorbing")))
         self.opt = torch.optim.Adam(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.left: dict[str, torch.Tensor] = {}
@@ -82,7 +82,11 @@ class RewardLearner:
         return int(keep.sum())
 
     def add_unlabelled(self, left: Segments, right: Segments) -> None:
-        """Add pairs without labels for SURF's pseudo-labelling."""
+        """Add pairs without labels for SURF's pseudo-labelling (same stored length as the labelled pairs)."""
+        stored = self.segment_length
+        if stored is not None and (left.length != stored or right.length != stored):
+            raise ValueError(f"unlabelled segments have {left.length}/{right.length} steps but labelled ones have "
+                             f"{stored}; sample both with the same length")
         self._append(self.u_left, _fields_of(left, self.names))
         self._append(self.u_right, _fields_of(right, self.names))
 
@@ -98,12 +102,17 @@ class RewardLearner:
     # ---------------------------------------------------------------------------------------------- scores
     def _scores(self, fields: dict[str, torch.Tensor], per_member: bool, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """Segment scores [E, b]: (masked) summed rewards, plus V(end) - V(start) for the regret model."""
-        rewards = self.model.member_rewards(fields, per_member=per_member)  # [E, b, L]
+        """Segment scores [E, b]: (masked) summed rewards, plus V(end) - V(start) for the regret model.
+
+        Absorbing steps (after a termination) contribute 0, and so does V of a terminal end state.
+        """
+        absorbing = fields["absorbing"]
+        rewards = self.model.member_rewards(fields, per_member=per_member).masked_fill(absorbing, 0.0)  # [E, b, L]
         score = (rewards * mask).sum(-1) if mask is not None else rewards.sum(-1)
         if self.regret:
             start, end = fields["obs"][..., 0, :], fields["next_obs"][..., -1, :]
-            score = score + self.model.potentials(end, per_member) - self.model.potentials(start, per_member)
+            end_value = self.model.potentials(end, per_member) * (~absorbing[..., -1]).float()
+            score = score + end_value - self.model.potentials(start, per_member)
         return score
 
     @torch.no_grad()
@@ -189,8 +198,8 @@ class RewardLearner:
         left = {k: v[idx] for k, v in self.u_left.items()}
         right = {k: v[idx] for k, v in self.u_right.items()}
         w = self.surf.window
-        r_left = self.model.member_rewards(left, per_member=True)
-        r_right = self.model.member_rewards(right, per_member=True)
+        r_left = self.model.member_rewards(left, per_member=True).masked_fill(left["absorbing"], 0.0)
+        r_right = self.model.member_rewards(right, per_member=True).masked_fill(right["absorbing"], 0.0)
         with torch.no_grad():
             central = r_right[..., w:stored - w].sum(-1) - r_left[..., w:stored - w].sum(-1)
             p_right = torch.sigmoid(central)

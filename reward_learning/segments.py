@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 
 import numpy as np
@@ -48,6 +48,10 @@ class Segments:
 
     `episode` and `start` say where each slice comes from (episode id and the in-episode step of its first
     transition), so stores can reference slices instead of copying them.
+
+    `absorbing` marks steps after the episode terminated (a suffix of the slice; their other fields repeat the last
+    real step). They let "fell over after 20 steps" be compared with "kept going for 50": the true reward there is 0
+    and reward models give them reward 0 too (see `RewardEnsemble`), which matches how agents treat termination.
     """
 
     obs: torch.Tensor  # [q, L, *obs_shape]
@@ -57,9 +61,12 @@ class Segments:
     components: torch.Tensor  # [q, L, k]
     episode: torch.Tensor  # [q] int64
     start: torch.Tensor  # [q] int64
+    absorbing: torch.Tensor = field(default=None)  # type: ignore[assignment]  # [q, L] bool; None = all False
 
     def __post_init__(self) -> None:
         q, length = self.obs.shape[:2]
+        if self.absorbing is None:
+            self.absorbing = torch.zeros((q, length), dtype=torch.bool, device=self.obs.device)
         for f in fields(self):
             value = getattr(self, f.name)
             expected = (q,) if f.name in _ID_FIELDS else (q, length)

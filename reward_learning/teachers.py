@@ -116,16 +116,18 @@ class ScriptedTeacher(Teacher):
         self.theta_equal = 0.0
 
     def step_rewards(self, segments: Segments) -> np.ndarray:
-        """The teacher's per-step reward of each segment, [q, L] float64."""
+        """The teacher's per-step reward of each segment, [q, L] float64; 0 on absorbing steps (after termination)."""
         if self._weights is None:
-            return segments.env_reward.detach().to("cpu", torch.float64).numpy()
-        components = segments.components.detach().to("cpu", torch.float64)
-        if components.shape[-1] != len(self._weights):
-            raise ValueError(
-                f"segments carry {components.shape[-1]} reward components, the teacher declares "
-                f"{len(self._weights)}: {self.component_names}"
-            )
-        return (components @ self._weights).numpy()
+            rewards = segments.env_reward.detach().to("cpu", torch.float64)
+        else:
+            components = segments.components.detach().to("cpu", torch.float64)
+            if components.shape[-1] != len(self._weights):
+                raise ValueError(
+                    f"segments carry {components.shape[-1]} reward components, the teacher declares "
+                    f"{len(self._weights)}: {self.component_names}"
+                )
+            rewards = components @ self._weights
+        return rewards.masked_fill(segments.absorbing.cpu(), 0.0).numpy()
 
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
         if len(left) != len(right) or left.length != right.length:

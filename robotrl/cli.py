@@ -1,4 +1,4 @@
-"""The `robotrl` command line: train, resume, eval (with videos), plot, envs, config."""
+"""The `robotrl` command line: train, resume, eval (with videos), plot, envs, config, reward (train/info/export)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ EPILOG = """examples:
   robotrl eval runs/pendulum-sac-20261123-142200 --episodes 3 --video
   robotrl plot runs/a runs/b --metric eval/return --out curves.png
   robotrl envs
+  robotrl reward info runs/pendulum-pebble-20261123-142200
+  robotrl reward train --labels runs/pendulum-pebble-20261123-142200/labels.sqlite model.hidden_sizes=[64,64]
 """
 
 
@@ -66,11 +68,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from robotrl.plotting import plot_runs
+    from robotrl.plotting import DEFAULT_METRICS, plot_runs, reward_metrics
 
     runs = [find_run(r) for r in args.runs]
     out = Path(args.out) if args.out else (runs[0] / "curves.png")
-    plot_runs(runs, args.metric, out, window=args.smooth, title=args.title)
+    metrics, extra = (args.metric, []) if args.metric else (list(DEFAULT_METRICS), reward_metrics(runs))
+    plot_runs(runs, metrics, out, window=args.smooth, title=args.title, extra=extra)
     print(f"plot: {out}")
     return 0
 
@@ -88,6 +91,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     print(dump_config(load_config(args.config, args.overrides)), end="")
     return 0
+
+
+def cmd_reward(args: argparse.Namespace) -> int:
+    from robotrl import reward_cli
+
+    commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export}
+    return commands[args.reward_command](args)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -134,10 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="plot learning curves of one or more runs to a PNG",
-                       description="Plot metrics from runs' metrics.jsonl, one line per run.")
+                       description="Plot metrics from runs' metrics.jsonl, one line per run. For runs that learn "
+                       "their reward from preferences, the default plot adds how good the learned reward is.")
     p.add_argument("runs", nargs="+", help="run directories or names")
-    p.add_argument("--metric", nargs="+", default=["eval/return", "train/episode_return"],
-                   help="metrics to plot, one subplot each (default: eval/return train/episode_return)")
+    p.add_argument("--metric", nargs="+", default=None,
+                   help="metrics to plot, one subplot each (default: eval/return train/episode_return, plus a "
+                   "second row with reward/true_pref_accuracy, reward/holdout_accuracy, reward/return_correlation "
+                   "and reward/train_accuracy for the ones logged by preference-learning runs)")
     p.add_argument("--out", default=None, help="PNG path (default: <first run>/curves.png)")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window")
     p.add_argument("--title", default=None)
@@ -150,7 +170,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_config)
+
+    add_reward_parser(sub)
     return parser
+
+
+def add_reward_parser(sub: argparse._SubParsersAction) -> None:
+    """`robotrl reward train|info|export` (implemented in robotrl.reward_cli)."""
+    reward = sub.add_parser("reward", help="train, inspect and export learned rewards from a label store",
+                            description="Work with a preference label store (a run's labels.sqlite): train a reward "
+                            "model from its labels, show its contents, export its queries and labels.")
+    commands = reward.add_subparsers(dest="reward_command", required=True, metavar="REWARD_COMMAND")
+    reward.set_defaults(func=cmd_reward)
+
+    p = commands.add_parser(
+        "train", help="train a reward ensemble from the labels of a store",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a reward ensemble on every labelled pair of a label store (skips are left out), report\n"
+        "train and held-out preference accuracy, and save the model (load it with RewardEnsemble.load).\n"
+        "The architecture comes from reward.preference.model of --config, else the defaults. Discrete-action\n"
+        "envs are recognised by building the env once (the store keeps the action index as one column).",
+        epilog="overrides: model.<key>=value, e.g. model.hidden_sizes=[64,64] model.ensemble_size=5\n"
+        "example: robotrl reward train --labels runs/x/labels.sqlite --config runs/x --holdout 0.2")
+    p.add_argument("--labels", required=True, metavar="DB",
+                   help="label store file, or a run directory holding labels.sqlite")
+    p.add_argument("--config", default=None, metavar="CFG",
+                   help="run config YAML, or a run directory, whose reward.preference.model is used (must be for "
+                   "the store's env; default: the RewardModelConfig defaults)")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="where to save the model (default: reward_model.pt next to the store, which replaces the "
+                   "run's own model when the store is in a run directory)")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                   help="maximum training epochs (default: model.max_epochs); training stops early once train "
+                   "accuracy exceeds model.target_accuracy")
+    p.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
+                   help="share of queries held out to measure accuracy, in [0, 1) (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffles (default: 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="torch intra-op CPU threads (default: 1; small MLPs train fastest on 1-2)")
+    p.add_argument("overrides", nargs="*", help="model.<key>=value overrides of the reward model config")
+
+    p = commands.add_parser("info", help="show a store's task, counts per label kind and labeller, pending queries",
+                            description="Print a label store's meta (env, shapes, reward components) and counts: "
+                            "steps, segments, queries, labels per kind and per labeller, queries still pending.")
+    p.add_argument("db", metavar="DB", help="label store file, or a run directory holding labels.sqlite")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead")
+
+    p = commands.add_parser("export", help="export a store's queries and labels as JSON or CSV",
+                            description="Write one row per label (relabels included; 'latest' marks the label that "
+                            "counts) and one per pending query: query id, left/right segment refs (segment id, run, "
+                            "episode, start, length), label, labeller and UTC timestamp. JSON adds the store's meta.")
+    p.add_argument("db", metavar="DB", help="label store file, or a run directory holding labels.sqlite")
+    p.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default: json)")
+    p.add_argument("--out", default=None, metavar="FILE", help="output file (default or '-': standard output)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from robotrl.logger import read_metrics
+
+DEFAULT_METRICS = ("eval/return", "train/episode_return")
+# how good a learned reward is (logged by preference-learning runs), drawn under the return curves by default
+REWARD_METRICS = ("reward/true_pref_accuracy", "reward/holdout_accuracy", "reward/return_correlation",
+                  "reward/train_accuracy")
 
 
 def series(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -28,29 +35,45 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (kernel_sums[np.arange(1, len(values) + 1)] - kernel_sums[starts]) / counts
 
 
-def plot_runs(run_dirs: list[Path], metrics: list[str], out: Path, window: int = 1, title: str | None = None) -> Path:
-    """One subplot per metric, one line per run; saved as PNG at `out`."""
+def reward_metrics(run_dirs: Sequence[Path]) -> list[str]:
+    """The `REWARD_METRICS` that at least one of the runs logged, in `REWARD_METRICS` order."""
+    present: set[str] = set()
+    for run_dir in run_dirs:
+        for record in read_metrics(run_dir / "metrics.jsonl"):
+            present.update(record)
+    return [m for m in REWARD_METRICS if m in present]
+
+
+def plot_runs(run_dirs: list[Path], metrics: list[str], out: Path, window: int = 1, title: str | None = None,
+              extra: Sequence[str] = ()) -> Path:
+    """One subplot per metric, one line per run; `extra` metrics go in a second row. Saved as PNG at `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    rows = [list(metrics), list(extra)] if extra else [list(metrics)]
+    widest = max(len(row) for row in rows)
+    fig = plt.figure(figsize=(6 * widest if len(rows) == 1 else 5 * widest, 4 * len(rows)))
+    grid = fig.add_gridspec(len(rows), math.lcm(*(len(row) for row in rows)))  # each row spans the full width
     plotted = 0
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for run_dir in run_dirs:
-            steps, values = series(run_dir, metric)
-            if len(steps):
-                ax.plot(steps, smooth(values, window), label=run_dir.name)
-                plotted += 1
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize="small")
+    for r, row in enumerate(rows):
+        span = grid.ncols // len(row)
+        for c, metric in enumerate(row):
+            ax = fig.add_subplot(grid[r, c * span:(c + 1) * span])
+            for run_dir in run_dirs:
+                steps, values = series(run_dir, metric)
+                if len(steps):
+                    ax.plot(steps, smooth(values, window), label=run_dir.name)
+                    plotted += 1
+            ax.set_xlabel("env steps")
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+            if ax.get_lines():
+                ax.legend(fontsize="small")
     if plotted == 0:
         plt.close(fig)
-        raise ValueError(f"none of the runs has any of the metrics {metrics}")
+        raise ValueError(f"none of the runs has any of the metrics {[m for row in rows for m in row]}")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

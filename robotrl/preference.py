@@ -35,11 +35,11 @@ REWARD_MODEL = "reward_model.pt"
 SEGMENT_FIELDS = ("obs", "action", "next_obs", "env_reward", "components")
 
 
-def segments_from_buffer(buffer: ReplayBuffer, index: torch.Tensor) -> Segments:
-    """Gather [q, L] storage indices from a replay buffer into `Segments`."""
+def segments_from_buffer(buffer: ReplayBuffer, index: torch.Tensor, absorbing: torch.Tensor) -> Segments:
+    """Gather [q, L] storage indices (and their absorbing mask) from a replay buffer into `Segments`."""
     s = buffer.storage
     return Segments(**{k: s[k][index] for k in SEGMENT_FIELDS}, episode=s["episode_id"][index[:, 0]],
-                    start=s["episode_step"][index[:, 0]])
+                    start=s["episode_step"][index[:, 0]], absorbing=absorbing)
 
 
 class PreferenceLoop:
@@ -119,6 +119,8 @@ class PreferenceLoop:
         sampler = "uniform" if first else c.sampler
         candidates = num if sampler == "uniform" else num * c.candidate_factor
         left, right = self._pairs(buffer, candidates, stored_length, stride, recent)
+        if first:
+            self.model.fit_input_stats(self._recent_transitions(buffer, 100_000))
         chosen = select_queries(sampler, left, right, num, model=self.learner, rng=self.rng,
                                 labelled_features=self.labelled_features)
         left, right = left[chosen], right[chosen]
@@ -158,8 +160,8 @@ class PreferenceLoop:
 
     def _pairs(self, buffer: ReplayBuffer, count: int, length: int, stride: int, recent: int | None
                ) -> tuple[Segments, Segments]:
-        index = buffer.segment_indices(length, 2 * count, stride, self.generator, recent)
-        segments = segments_from_buffer(buffer, index)
+        segments = segments_from_buffer(buffer, *buffer.segment_indices(length, 2 * count, stride, self.generator,
+                                                                         recent))
         return segments[:count], segments[count:]
 
     def _store(self, left: Segments, right: Segments, labels: np.ndarray, sampler: str) -> list[int]:
@@ -194,10 +196,12 @@ class PreferenceLoop:
             fresh = min(len(buffer), max(20_000, 4 * stride * c.segment_length))
             left, right = self._pairs(buffer, c.diagnostic_pairs, c.segment_length, stride, fresh)
             labels = self.oracle.label(left.to("cpu"), right.to("cpu"), self.rng)
-            out["reward/true_pref_accuracy"] = self.learner.accuracy(left, right, labels)
             segments = Segments.concat([left, right])
-            learned = self.model(segments.transitions()).reshape(len(segments), -1).sum(1)
             true = torch.as_tensor(self.oracle.step_rewards(segments.to("cpu"))).sum(1)
+            labels[np.isclose(true[: len(left)].numpy(), true[len(left):].numpy())] = Label.EQUAL  # ties say nothing
+            out["reward/true_pref_accuracy"] = self.learner.accuracy(left, right, labels)
+            learned = self.model(segments.transitions()).reshape(len(segments), -1)
+            learned = learned.masked_fill(segments.absorbing, 0.0).sum(1)
             out["reward/return_correlation"] = _pearson(learned.cpu().double(), true.double())
         return out
 
@@ -206,8 +210,11 @@ class PreferenceLoop:
         """Train on the labels of an existing store before the first round (they do not use the budget)."""
         if not path.exists():
             raise ConfigError(f"reward.preference.labels_from: no label store at {path}")
-        with LabelStore(path, **self.store_meta) as prior:
-            pairs = prior.labelled_pairs()
+        try:
+            with LabelStore(path, create=False, **self.store_meta) as prior:
+                pairs = prior.labelled_pairs()
+        except ValueError as err:  # another task's store, or not a label store at all
+            raise ConfigError(f"reward.preference.labels_from: {err}") from None
         if len(pairs.labels) == 0:
             raise ConfigError(f"reward.preference.labels_from: {path} holds no usable labels")
         expected = self.config.segment_length + (2 * self.config.surf.window if self.config.surf.enabled else 0)

@@ -230,6 +230,11 @@ class Trainer:
         # a resumed run starts fresh episodes, seeded by the step so that resumes are reproducible too
         obs, _ = self.vec.reset(seed=self.config.seed + self.step)
         self.episode_step = np.zeros(self.config.env.num_envs, dtype=np.int64)
+        # fresh episodes get fresh ids, above any the label store already holds (a resume after a kill)
+        highest = int(self.episode_ids.max())
+        if self.preference is not None:
+            highest = max(highest, self.preference.store.max_episode(self.preference.run_name))
+        self.episode_ids = highest + 1 + np.arange(self.config.env.num_envs, dtype=np.int64)
         return obs
 
     def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,

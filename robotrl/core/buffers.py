@@ -97,36 +97,43 @@ class ReplayBuffer:
             return torch.arange(self.size, device=self.device)
         return (torch.arange(self.capacity, device=self.device) + self.pos) % self.capacity
 
-    def segment_indices(self, length: int, count: int, stride: int = 1,
-                        generator: torch.Generator | None = None, recent: int | None = None) -> torch.Tensor:
-        """[count, length] storage indices of random windows of `length` consecutive steps of one episode.
+    def segment_indices(self, length: int, count: int, stride: int = 1, generator: torch.Generator | None = None,
+                        recent: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows of `length` consecutive steps of one episode: ([count, length] storage indices,
+        [count, length] absorbing mask).
 
         `stride` is the number of envs that add a row each vector step (an env's next step is `stride` rows on).
-        `recent` restricts starts to the newest `recent` transitions. Windows never cross an episode boundary or
-        the ring's write position; needs the `episode_id` field to be filled by the caller.
+        `recent` restricts starts to the newest `recent` transitions. A window stays inside one episode, except that
+        it may run past a true termination: those steps are marked absorbing and index the terminal transition.
+        Windows never cross the ring's write position. Needs the `episode_id` field to be filled by the caller.
         """
-        span = stride * (length - 1)
         first = 0 if recent is None else max(0, self.size - recent)
-        if self.size - span - first <= 0:
-            raise ValueError(f"not enough stored transitions ({self.size}) for segments of {length} steps")
+        if self.size - first <= 0:
+            raise ValueError("the buffer is empty")
         order = self.chronological_indices()
-        episode = self.storage["episode_id"]
-        chosen: list[torch.Tensor] = []
-        found, tries = 0, 0
-        while found < count:
-            tries += 1
-            if tries > 50:
-                raise ValueError(f"could not find {count} windows of {length} steps inside single episodes: are "
-                                 f"episodes shorter than the segment length? (lower segment_length)")
-            starts = torch.randint(first, self.size - span, (2 * count,), device=self.device, generator=generator)
-            ends = starts + span
-            ok = (episode[order[starts]] == episode[order[ends]]) & (episode[order[starts]] >= 0)
-            good = starts[ok][: count - found]
-            chosen.append(good)
-            found += len(good)
-        starts = torch.cat(chosen)
-        steps = starts[:, None] + stride * torch.arange(length, device=self.device)[None, :]
-        return order[steps]
+        episode, terminated = self.storage["episode_id"], self.storage["terminated"]
+        offsets = stride * torch.arange(length, device=self.device)
+        chosen_index, chosen_mask = [], []
+        found = 0
+        for _ in range(50):
+            starts = torch.randint(first, self.size, (2 * count,), device=self.device, generator=generator)
+            positions = (starts[:, None] + offsets[None, :]).clamp_max(self.size - 1)
+            ids = episode[order[positions]]
+            inside = (ids == ids[:, :1]) & (starts[:, None] + offsets[None, :] < self.size)
+            inside = inside.cumprod(1).bool()  # stop at the first step outside the episode
+            real = inside.sum(1)
+            last = positions.gather(1, (real - 1).clamp_min(0)[:, None]).squeeze(1)
+            ok = (ids[:, 0] >= 0) & ((real == length) | (terminated[order[last]] > 0))
+            keep = torch.nonzero(ok).squeeze(1)[: count - found]
+            positions = torch.where(inside, positions, last[:, None])
+            chosen_index.append(order[positions[keep]])
+            chosen_mask.append(~inside[keep])
+            found += len(keep)
+            if found == count:
+                return torch.cat(chosen_index), torch.cat(chosen_mask)
+        raise ValueError(f"could not find {count} windows of {length} steps in the {self.size - first} stored "
+                         "transitions: are episodes cut by time limits shorter than the segment length? "
+                         "(lower segment_length)")
 
     @torch.no_grad()
     def relabel(self, reward_fn: RewardFn, chunk_size: int = 65536) -> None:

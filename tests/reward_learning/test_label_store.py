@@ -240,3 +240,28 @@ def test_committed_labels_survive_sigkill_and_partial_calls_leave_nothing(tmp_pa
         assert len(store.labelled_pairs(include_skipped=True).labels) == 70
         store.add_labels([1], ["right"], labeller="after-crash")  # and the store stays writable
         assert store.counts()["labels"] == counts["labels"] + 1
+
+
+def test_slices_past_a_termination_keep_their_absorbing_suffix(tmp_path):
+    """Only real steps are stored; the absorbing suffix comes back from the segment row, repeating the last step."""
+    ep = episode(3, 4)  # a 3-step episode that terminated
+    padded = {k: torch.cat([v, v[-1:].expand(2, *v.shape[1:])])[None] for k, v in ep.items()}
+    absorbing = torch.tensor([[False, False, False, True, True]])
+    segs = Segments(**padded, episode=torch.tensor([0]), start=torch.tensor([0]), absorbing=absorbing)
+    with LabelStore(tmp_path / "s.sqlite", **TASK) as store:
+        ids = store.add_segments(segs, run="r")
+        assert store.counts()["steps"] == 3
+        back = store.segments(ids)
+    assert torch.equal(back.absorbing, absorbing)
+    assert_segments_equal(back, segs)
+    broken = Segments(**padded, episode=torch.tensor([1]), start=torch.tensor([0]),
+                      absorbing=torch.tensor([[False, True, False, True, True]]))
+    with LabelStore(tmp_path / "s.sqlite", **TASK) as store, pytest.raises(ValueError, match="suffix"):
+        store.add_segments(broken, run="r")
+
+
+def test_max_episode_per_run(tmp_path):
+    store, _, _ = filled_store(tmp_path / "s.sqlite")
+    with store:
+        assert store.max_episode("run-a") == 1
+        assert store.max_episode("other") == -1

@@ -1,0 +1,270 @@
+"""`robotrl reward train|info|export`: train a reward ensemble from an existing label store, inspect a store, export
+its queries and labels. `robotrl.cli` parses the arguments and calls the `cmd_*` functions here.
+
+A label store keeps discrete actions as one column (the action index), so its meta alone does not say whether actions
+are discrete: for a store of action width 1, `reward train` builds the env once (`envs.make(env_id).action_space`)
+and one-hot encodes actions for the reward model when the space is `Discrete`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import io
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from reward_learning.label_store import LabelRecord, LabelStore
+from reward_learning.models import RewardEnsemble, RewardModelConfig
+from reward_learning.preferences import RewardLearner
+from reward_learning.segments import Label
+from robotrl.config import ConfigError, apply_override, load_config
+from robotrl.preference import LABEL_STORE, REWARD_MODEL
+
+KINDS = tuple(label.name.lower() for label in Label)
+EXPORT_FIELDS = ("label_id", "query_id", "left_segment", "left_run", "left_episode", "left_start", "left_length",
+                 "right_segment", "right_run", "right_episode", "right_start", "right_length", "label", "labeller",
+                 "created", "latest")
+
+
+def open_store(spec: str | Path) -> LabelStore:
+    """Open an existing label store from its file or from a run directory holding `labels.sqlite`."""
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / LABEL_STORE).exists():
+            raise FileNotFoundError(f"no label store in directory {path}: pass the .sqlite file or a run directory "
+                                    f"that holds {LABEL_STORE}")
+        path = path / LABEL_STORE
+    try:
+        return LabelStore.open(path)
+    except sqlite3.OperationalError as err:  # locked or unreadable: the message says which file
+        raise ValueError(str(err)) from None
+
+
+# ------------------------------------------------------------------------------------------------------ train
+def model_config(config_path: str | None, env_id: str, overrides: list[str], epochs: int | None
+                 ) -> RewardModelConfig:
+    """`reward.preference.model` of a run config (file or run directory) or the defaults, with `model.*` overrides;
+    a config made for another env than the store's is an error."""
+    base = RewardModelConfig()
+    if config_path is not None:
+        path = Path(config_path)
+        if path.is_dir():
+            if not (path / "config.yaml").exists():
+                raise ConfigError(f"--config {path} is a directory without config.yaml; pass a YAML config or a run "
+                                  f"directory")
+            path = path / "config.yaml"
+        config = load_config(path)
+        if config.env.id != env_id:
+            raise ConfigError(f"config {path} is for env {config.env.id} but the label store holds labels of env "
+                              f"{env_id}; pass a config for {env_id} (or none, for the default reward model)")
+        base = config.reward.preference.model
+    raw: dict[str, Any] = {"model": base.model_dump()}
+    for override in overrides:
+        if override.split("=", 1)[0].split(".")[0].strip() != "model":
+            raise ConfigError(f"override '{override}': reward train takes model.<key>=value overrides (the keys of "
+                              f"reward.preference.model, e.g. model.hidden_sizes=[64,64])")
+        apply_override(raw, override)
+    if epochs is not None:
+        raw["model"]["max_epochs"] = epochs
+    try:
+        return RewardModelConfig.model_validate(raw["model"])
+    except ValidationError as err:
+        problems = []
+        for problem in err.errors():
+            key = ".".join(["model", *(str(p) for p in problem["loc"])])
+            if problem["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(problem["loc"][-1]), list(RewardModelConfig.model_fields), n=3)
+                problems.append(f"{key}: unknown key" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            else:
+                problems.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
+        raise ConfigError(f"invalid reward model override: {'; '.join(problems)}") from None
+
+
+def discrete_action_count(env_id: str, stored_action_dim: int) -> int | None:
+    """Number of discrete actions of `env_id`, or None for continuous actions (see the module docstring)."""
+    if stored_action_dim != 1:
+        return None
+    import envs
+    from robotrl.spaces import ActionAdapter
+
+    env = envs.make(env_id, render_mode=None)
+    try:
+        adapter = ActionAdapter.from_space(env.action_space)
+    finally:
+        env.close()
+    return adapter.action_dim if adapter.discrete else None
+
+
+def split_queries(query_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out pairs: a seeded `fraction` of the distinct queries (so two labellers' answers to one
+    query land on the same side), at least one when fraction > 0 and at least one query stays for training."""
+    unique = np.unique(query_ids)
+    count = 0 if fraction <= 0 else min(max(int(round(fraction * len(unique))), 1), len(unique) - 1)
+    held = np.random.default_rng(seed).permutation(unique)[:count]
+    return np.isin(query_ids, held)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a reward ensemble on a store's labelled pairs, report accuracies and save it."""
+    from robotrl.core.device import resolve_device, set_torch_threads
+
+    if not 0.0 <= args.holdout < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1), got {args.holdout}")
+    device = resolve_device(args.device)
+    set_torch_threads(args.threads)
+    with open_store(args.labels) as store:
+        config = model_config(args.config, store.env_id, args.overrides, args.epochs)
+        pairs = store.labelled_pairs(include_skipped=True)
+        store_path, env_id, obs_shape = store.path, store.env_id, store.obs_shape
+        n_actions = discrete_action_count(env_id, store.action_dim)
+        action_dim = n_actions or store.action_dim
+    used = pairs.labels != Label.SKIP
+    if not used.any():
+        raise ValueError(f"label store {store_path} holds no usable labels ({len(pairs.labels)} skipped): label "
+                         f"some queries first (see `robotrl reward info {store_path}`)")
+    skipped = int((~used).sum())
+    left, right, labels, query_ids = pairs.left[used], pairs.right[used], pairs.labels[used], pairs.query_ids[used]
+    held = split_queries(query_ids, args.holdout, args.seed)
+    train = ~held
+
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model = RewardEnsemble(obs_shape, action_dim, config, discrete_actions=n_actions is not None).to(device)
+    train_left, train_right = left[train].to(device), right[train].to(device)
+    flat = (train_left.transitions(), train_right.transitions())
+    transitions = {k: torch.cat([flat[0][k], flat[1][k]]) for k in model.fields}
+    model.fit_input_stats(transitions)
+    learner = RewardLearner(model, seed=args.seed)
+    learner.add_labels(train_left, train_right, labels[train])
+    result = learner.train()
+    model.fit_output_stats(transitions)
+    held_accuracy = learner.accuracy(left[held], right[held], labels[held]) if held.any() else float("nan")
+    seconds = time.perf_counter() - started
+
+    out = Path(args.out) if args.out else store_path.parent / REWARD_MODEL
+    replaced = out.exists()
+    model.save(out)
+    per_kind = "  ".join(f"{k} {int((labels == label).sum())}" for k, label in zip(KINDS, Label, strict=True)
+                         if label != Label.SKIP)
+    rows = [("label store", f"{store_path} ({env_id})"),
+            ("pairs", f"{int(train.sum())} train / {int(held.sum())} held out ({skipped} skipped, not used)"),
+            ("labels", per_kind),
+            ("train accuracy", _fmt_accuracy(result["train_accuracy"])),
+            ("held-out accuracy", _fmt_accuracy(held_accuracy)),
+            ("epochs", f"{int(result['epochs'])} (max {config.max_epochs})"),
+            ("seconds", f"{seconds:.1f}"),
+            ("model", f"{out}{' (replaced the existing file)' if replaced else ''}")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _fmt_accuracy(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.3f}"
+
+
+# ------------------------------------------------------------------------------------------------------- info
+def store_info(store: LabelStore) -> dict[str, Any]:
+    """Meta and counts of a store as JSON-ready data."""
+    counts = store.counts()
+    return {"path": str(store.path),
+            "meta": {k: list(v) if isinstance(v, tuple) else v for k, v in store.meta.items()},
+            "counts": {k: counts[k] for k in ("steps", "segments", "queries", "labels", "labelled_queries",
+                                              "pending")},
+            "labels_by_kind": {k: counts[k] for k in KINDS},
+            "labels_by_labeller": {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("labeller/")}}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a store's meta and counts, for people or (--json) for programs."""
+    with open_store(args.db) as store:
+        info = store_info(store)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    meta, counts = info["meta"], info["counts"]
+    by_labeller = "  ".join(f"{who} {n}" for who, n in info["labels_by_labeller"].items()) or "-"
+    rows = [("label store", info["path"]), ("env_id", meta["env_id"]), ("obs_shape", tuple(meta["obs_shape"])),
+            ("action_dim", meta["action_dim"]), ("components", ", ".join(meta["component_names"]) or "-"),
+            ("created", meta.get("created", "?")), ("schema_version", meta.get("schema_version", "?")),
+            ("steps", counts["steps"]), ("segments", counts["segments"]), ("queries", counts["queries"]),
+            ("labelled queries", counts["labelled_queries"]), ("pending queries", counts["pending"]),
+            ("labels", f"{counts['labels']} (relabels included): "
+                       + "  ".join(f"{k} {n}" for k, n in info["labels_by_kind"].items())),
+            ("labellers", by_labeller)]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- export
+def segment_refs(store: LabelStore) -> dict[int, tuple[str, int, int, int]]:
+    """(run, episode, start, length) of every segment, read from the store's documented `segments` table through a
+    read-only connection: LabelStore offers no public accessor for segment rows (`segments()` rebuilds the step data
+    and drops the run name)."""
+    con = sqlite3.connect(f"{store.path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT id, run, episode, start, length FROM segments").fetchall()
+        return {i: (run, episode, start, length) for i, run, episode, start, length in rows}
+    finally:
+        con.close()
+
+
+def export_rows(store: LabelStore) -> list[dict[str, Any]]:
+    """One row per stored label (relabels included; `latest` marks the one that counts for its query and labeller),
+    then one row per pending query with empty label fields."""
+    records = store.labels()
+    pending = store.pending_queries()
+    query_ids = sorted({r.query_id for r in records} | set(pending))
+    pairs = dict(zip(query_ids, store.query_segments(query_ids), strict=True))
+    refs = segment_refs(store)
+    latest = {(r.query_id, r.labeller): r.id for r in records}
+
+    def row(query: int, record: LabelRecord | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"label_id": record.id if record else None, "query_id": query}
+        for side, segment in zip(("left", "right"), pairs[query], strict=True):
+            run, episode, start, length = refs[segment]
+            out.update({f"{side}_segment": segment, f"{side}_run": run, f"{side}_episode": episode,
+                        f"{side}_start": start, f"{side}_length": length})
+        out.update({"label": record.label.name.lower() if record else None,
+                    "labeller": record.labeller if record else None, "created": record.created if record else None,
+                    "latest": latest[(query, record.labeller)] == record.id if record else None})
+        return out
+
+    return [row(r.query_id, r) for r in records] + [row(q, None) for q in pending]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a store's queries and labels as JSON or CSV to a file or stdout."""
+    with open_store(args.db) as store:
+        rows = export_rows(store)
+        info = store_info(store)
+    if args.format == "json":
+        text = json.dumps({"label_store": info["path"], "meta": info["meta"], "rows": rows}, indent=1) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    labelled = sum(r["label"] is not None for r in rows)
+    print(f"exported {labelled} labels and {len(rows) - labelled} pending queries to {out}")
+    return 0
