@@ -13,15 +13,6 @@ from reward_learning.sources import RewardSource
 OBS_DIM, ACT_DIM = 4, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets run fastest single-threaded, and the 2 cores are shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config(**kwargs) -> RewardModelConfig:
     return RewardModelConfig(**{"ensemble_size": 3, "hidden_sizes": [32, 32], **kwargs})
 

@@ -16,15 +16,6 @@ from reward_learning.segments import Label, Segments
 OBS_DIM, L = 3, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets run fastest single-threaded, and the 2 cores are shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def segs(q: int, length: int = L, seed: int = 0) -> Segments:
     """Slices of i.i.d. Gaussian observations with next_obs[t] = obs[t + 1]; the true reward is obs[..., 0]."""
     g = torch.Generator().manual_seed(seed)
