@@ -290,8 +290,9 @@ class Trainer:
                           self.device)
         self.last_eval, self.last_eval_step = result.summary(), self.step
         self.logger.log(self.step, self.last_eval)
-        if self.preference is not None and self.preference.rounds and self.buffer is not None:
-            self.logger.log(self.step, self.preference.diagnostics(self.buffer, cfg.env.num_envs))
+        pref = self.preference
+        if pref is not None and pref.rounds and pref.last_round_step != self.step and self.buffer is not None:
+            self.logger.log(self.step, pref.diagnostics(self.buffer, cfg.env.num_envs))
         return self.last_eval
 
     def _feedback_round(self, relabel: bool) -> None:

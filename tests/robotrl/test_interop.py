@@ -35,20 +35,6 @@ class FnReward(RewardSource):
         return self.fn(batch)
 
 
-class LinearReward(RewardSource):
-    """A small torch module as a learned reward on (obs, action, next_obs)."""
-
-    name = "linear"
-    needs = frozenset({"obs", "action", "next_obs"})
-
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        torch.manual_seed(0)
-        self.net = torch.nn.Linear(2 * obs_dim + act_dim, 1)
-
-    def __call__(self, batch):
-        return self.net(torch.cat([batch["obs"], batch["action"], batch["next_obs"]], dim=1)).squeeze(1)
-
-
 def pendulum(steps: int | None = None, **kwargs) -> gym.Env:
     return envs.make("Pendulum-v1", render_mode=None, max_episode_steps=steps, **kwargs)
 
@@ -202,7 +188,8 @@ def test_vec_wrapper_separates_termination_from_truncation():
     assert kinds == {0.0, 1.0, 2.0}
 
 
-def test_sac_trains_on_the_learned_reward_and_stores_it_in_its_replay_buffer(one_thread):
+def test_sac_trains_on_the_learned_reward_and_stores_it_in_its_replay_buffer(one_thread, tmp_path):
+    """SB3 SAC on a saved robotrl reward ensemble, loaded as a user would."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -220,7 +207,10 @@ def test_sac_trains_on_the_learned_reward_and_stores_it_in_its_replay_buffer(one
             self.env_rewards.append(info["env_reward"])
             return True
 
-    source = LinearReward(obs_dim=3, act_dim=1)
+    from reward_learning.models import LearnedReward, RewardEnsemble, RewardModelConfig
+
+    RewardEnsemble((3,), 1, RewardModelConfig(hidden_sizes=[16, 16])).save(tmp_path / "rm.pt")
+    source = LearnedReward(RewardEnsemble.load(tmp_path / "rm.pt"))
     venv = RewardVecEnvWrapper(dummy_vec("Pendulum-v1", [50], monitor=True), source)
     model = SAC("MlpPolicy", venv, learning_starts=100, batch_size=32, buffer_size=1000, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [16, 16]})
