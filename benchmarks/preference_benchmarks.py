@@ -242,33 +242,36 @@ class Sweep:
             return
         lock = job.run_dir.with_name(job.run_dir.name + ".lock")
         if not acquire_lock(lock):
-            self.report_line(job, None, f"busy: another sweep (pid {lock.read_text().strip()}) is running it")
+            with self.lock:
+                self.failures += 1
+            self.report_line(job, None, f"busy: skipped, processes {lock_pids(lock)} are training it ({lock})")
             return
         started = time.perf_counter()
         try:
-            status = self.train(job)
+            try:
+                status = self.train(job, lock)
+            except (OSError, RuntimeError, ValueError) as err:  # e.g. a run dir we refuse to clear
+                status = f"FAILED: {err}"
             if status in ("finished", "skipped: finished earlier"):
                 summary = summarize_run(job.run_dir)
                 summary["process_seconds"] = time.perf_counter() - started
                 self.record(job, summary)
                 self.report_line(job, summary, status)
             else:
-                self.failures += status != "interrupted"
+                with self.lock:
+                    self.failures += status != "interrupted"
                 self.report_line(job, None, status)
         finally:
             lock.unlink(missing_ok=True)
 
-    def train(self, job: Job) -> str:
+    def train(self, job: Job, lock: Path) -> str:
         """Bring one run to completion; returns a status word for the progress line."""
         run_dir = job.run_dir
-        if run_finished(run_dir):
+        state, cmd = self.next_step(job)
+        if state == "finished":
             return "skipped: finished earlier"
-        if (run_dir / "checkpoint.pt").exists():
-            cmd = [*self.robotrl, "resume", str(run_dir), "--no-progress"]
-        else:
+        if state == "new":
             clear_partial_run(run_dir)
-            cmd = [*self.robotrl, "train", str(self.args.config), "--run-dir", str(run_dir), "--no-progress",
-                   *job.overrides]
         log = run_dir.with_name(run_dir.name + ".log")
         with log.open("a") as handle:
             handle.write(f"\n$ {shlex.join(cmd)}\n")
@@ -278,6 +281,7 @@ class Sweep:
                     return "interrupted"
                 proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
                 self.live.add(proc)
+            lock.write_text(f"{os.getpid()} {proc.pid}")
             code = proc.wait()
             with self.lock:
                 self.live.discard(proc)
@@ -288,12 +292,23 @@ class Sweep:
             return f"FAILED (exit {code}, log {log}):\n    " + "\n    ".join(tail)
         return "finished"
 
+    def next_step(self, job: Job) -> tuple[str, list[str]]:
+        """("finished" | "resume" | "new", the command that moves the run on)."""
+        if run_finished(job.run_dir):
+            return "finished", []
+        if (job.run_dir / "checkpoint.pt").exists():
+            return "resume", [*self.robotrl, "resume", str(job.run_dir), "--no-progress"]
+        return "new", [*self.robotrl, "train", str(self.args.config), "--run-dir", str(job.run_dir), "--no-progress",
+                       *job.overrides]
+
     # ------------------------------------------------------------------------------------------------ results
     def record(self, job: Job, summary: dict[str, Any]) -> None:
         """Merge this run (and its aliases) into the results file, replacing older records of the same run."""
         with self.lock:
             data = load_results(self.out) if self.out.exists() else {"runs": []}
-            data["command"] = command_line()
+            data.setdefault("commands", [])
+            if command_line() not in data["commands"]:
+                data["commands"].append(command_line())
             names = [job.variant, *job.aliases]
             data["runs"] = [r for r in data["runs"] if not (r["variant"] in names and r["seed"] == job.seed)]
             for name in names:
@@ -317,23 +332,38 @@ class Sweep:
 
 
 def acquire_lock(path: Path) -> bool:
-    """Create `path` holding our pid; a lock left by a dead process is taken over."""
+    """Create `path` holding our pid (and later the trainer's); a lock whose processes are all gone is taken over.
+
+    Trainers run in their own session, so one outlives a sweep killed with SIGKILL; its pid keeps the lock."""
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                os.kill(int(path.read_text().strip() or 0), 0)
+            if any(pid_alive(pid) for pid in lock_pids(path)):
                 return False
-            except (ProcessLookupError, ValueError):
-                path.unlink(missing_ok=True)
-                continue
-            except PermissionError:
-                return False
+            path.unlink(missing_ok=True)
+            continue
         with os.fdopen(fd, "w") as handle:
             handle.write(str(os.getpid()))
         return True
     return False
+
+
+def lock_pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in path.read_text().split() if p.isdigit()]
+    except FileNotFoundError:
+        return []
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def clear_partial_run(run_dir: Path) -> None:
@@ -413,7 +443,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     shared = [f"{j.variant} = {', '.join(j.aliases)}" for j in jobs if j.aliases]
     print(f"{len(jobs)} runs, {args.jobs} at a time, in {args.runs_dir}; results -> {args.out}"
           + (f"\nsame config, run once: {'; '.join(shared)}" if shared else ""), flush=True)
-    code = Sweep(args, jobs).run()
+    sweep = Sweep(args, jobs)
+    if args.dry_run:
+        for job in jobs:
+            state, cmd = sweep.next_step(job)
+            name = "/".join([job.variant, *job.aliases])
+            print(f"{name:24s} seed {job.seed}: {state}" + (f"\n    {shlex.join(cmd)}" if cmd else ""))
+        return 0
+    code = sweep.run()
     if Path(args.out).exists() and code != 130:
         print()
         report(Path(args.out), None, order=[n for j in jobs for n in (j.variant, *j.aliases)])
@@ -448,22 +485,24 @@ def report(path: Path, plot: Path | None, order: Sequence[str] | None = None) ->
     names = list(dict.fromkeys([*(order or []), *(r["variant"] for r in runs)]))
     groups = {n: sorted([r for r in runs if r["variant"] == n], key=lambda r: r["seed"]) for n in names}
     groups = {n: g for n, g in groups.items() if g}
-    if data.get("command"):
-        print(f"results of: {data['command']}\n")
+    for command in data.get("commands", []):
+        print(f"results of: {command}")
+    print()
     print(f"final return = mean of the last {LAST_EVALS} eval/return records; accuracy and correlation = mean of the "
           f"last {LAST_EVALS} diagnostics (fresh pairs labelled by the true reward); medians over seeds\n")
     print("| variant | teacher | sampler | seeds | steps | final return (median) | min | max | true pref. accuracy | "
-          "return correlation | queries | reward-learning + relabel share of wall time |")
+          "return correlation | queries (skipped / equal) | reward learning + relabelling, share of wall time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, group in groups.items():
         ret = [num(r["final_return"]) for r in group]
         med = lambda key, group=group: median_of(group, key)  # noqa: E731
+        queries = f"{fmt(med('queries'))} ({fmt(med('skipped'))} / {fmt(med('equal'))})"
         steps = sorted({r["final_step"] for r in group if r.get("final_step") is not None})
         shared = f" (= {', '.join(group[0]['shared_with'])})" if group[0].get("shared_with") else ""
         print(f"| {name}{shared} | {group[0].get('teacher')} | {group[0].get('sampler')} | "
               f"{', '.join(str(r['seed']) for r in group)} | {'/'.join(map(str, steps))} | "
               f"{fmt(statistics.median(ret))} | {fmt(min(ret))} | {fmt(max(ret))} | "
-              f"{fmt(med('true_pref_accuracy'), 3)} | {fmt(med('return_correlation'), 3)} | {fmt(med('queries'))} | "
+              f"{fmt(med('true_pref_accuracy'), 3)} | {fmt(med('return_correlation'), 3)} | {queries} | "
               f"{fmt(100 * med('reward_cost_share'), 1)}% |")
     if plot is not None:
         plot_report(groups, plot, title=Path(path).stem)
@@ -557,24 +596,27 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
                      "--sac runs should not")
     print(f"final return = mean of the last {LAST_EVALS} eval/return records at or before the compared step; "
           "reward-learning share = (time/reward_learning_s + time/relabel_s) / the run's wall time, at its end\n")
-    print("| seed | step | PEBBLE return | SAC return | PEBBLE / SAC | PEBBLE queries | PEBBLE wall (h) | "
-          "SAC wall (h) | reward learning | relabelling | reward learning + relabelling |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| seed | step | PEBBLE return | SAC return | PEBBLE / SAC | PEBBLE - SAC | PEBBLE queries | "
+          "PEBBLE wall (h) | SAC wall (h) | reward learning | relabelling | reward learning + relabelling |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed, step, p, s, ratio, full_p in rows:
         wall = full_p["wall_time_s"]
         share = lambda key, full_p=full_p, wall=wall: (  # noqa: E731
             100 * num(full_p[key]) / wall if wall > 0 else float("nan"))
         print(f"| {seed} | {step} | {fmt(p['final_return'])} | {fmt(s['final_return'])} | {fmt(ratio, 2)} | "
-              f"{fmt(full_p['queries'])} | {fmt(wall / 3600, 2)} | {fmt(s['wall_time_s'] / 3600, 2)} | "
+              f"{fmt(p['final_return'] - s['final_return'])} | {fmt(full_p['queries'])} | {fmt(wall / 3600, 2)} | "
+              f"{fmt(s['wall_time_s'] / 3600, 2)} | "
               f"{fmt(share('reward_learning_s'), 1)}% | {fmt(share('relabel_s'), 1)}% | "
               f"{fmt(100 * num(full_p['reward_cost_share']), 1)}% |")
     ratios = [r[4] for r in rows if np.isfinite(r[4])]
     med = lambda xs: fmt(statistics.median(xs)) if xs else "n/a"  # noqa: E731
     print(f"| **median** | | {med([r[2]['final_return'] for r in rows])} | {med([r[3]['final_return'] for r in rows])}"
-          f" | {fmt(statistics.median(ratios), 2) if ratios else 'n/a'} | | | | | | "
+          f" | {fmt(statistics.median(ratios), 2) if ratios else 'n/a'} | "
+          f"{med([r[2]['final_return'] - r[3]['final_return'] for r in rows])} | | | | | | "
           f"{fmt(100 * median_of([r[5] for r in rows], 'reward_cost_share'), 1)}% |")
-    for note in notes + [f"seed {s} has no partner run and is left out" for s in unpaired]:
-        print(f"\nnote: {note}")
+    notes += [f"seed {s} has no partner run and is left out" for s in unpaired]
+    if notes:
+        print("\n" + "\n".join(f"note: {note}" for note in notes))
     if args.plot:
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 5))
@@ -732,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results JSON, merged if it exists (default "
                    "benchmarks/results/<config>_<variants>.json)")
     p.add_argument("--runs-dir", default=None, help="parent of the run directories (default runs/bench-<config>)")
+    p.add_argument("--dry-run", action="store_true", help="print each run's state and command, train nothing")
     p.add_argument("overrides", nargs="*", help="extra key.sub=value overrides for every run, e.g. "
                    "train.total_steps=100000")
     p.set_defaults(func=cmd_sweep)
@@ -766,9 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256], help="hidden sizes (default 256 256 256)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
-    p.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_RELABEL_CHUNK, 4096],
+    p.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_RELABEL_CHUNK, 4096, 1024],
                    help=f"chunk sizes for ReplayBuffer.relabel (default {DEFAULT_RELABEL_CHUNK} = its default, and "
-                   "4096)")
+                   "4096 and 1024)")
     p.add_argument("--naive-chunks", type=int, nargs="*", default=[200, DEFAULT_RELABEL_CHUNK],
                    help=f"chunk sizes of the naive loop (default 200 = B-Pref's, and {DEFAULT_RELABEL_CHUNK})")
     p.add_argument("--no-bpref-autograd", dest="bpref_autograd", action="store_false",

