@@ -6,6 +6,7 @@ generated rewards plug in without touching agents, and off-policy buffers can be
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import deque
@@ -108,6 +109,14 @@ class Trainer:
                                      max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
         except TypeError as err:  # a constructor kwarg the env does not take
             raise ConfigError(f"env.kwargs: {err}") from None
+        try:
+            self._build(config, reward_source)
+        except BaseException:
+            self.vec.close()
+            raise
+
+    def _build(self, config: RunConfig, reward_source: RewardSource | None) -> None:
+        """Everything after the envs exist (split out so a failure here still closes them)."""
         self.component_names = [c.name for c in self.vec.reward_spec]
         obs_space = self.vec.single_observation_space
         if len(obs_space.shape) != 1:
@@ -197,33 +206,32 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run until `train.total_steps`, evaluating, logging and checkpointing on the way."""
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
-                                    cfg.model_dump(mode="json"), resume_step=self.step if self.step else None)
-        self.eval_env = make_eval_env(cfg.env.id, cfg.env.kwargs, False, 0, 0, None, cfg.env.max_episode_steps)
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_stop)
-        self.progress = TrainingProgress(cfg.train.total_steps, self.step, enabled=self.show_progress,
-                                         description=cfg.name)
-        try:
-            with self.progress:
-                if self.agent.on_policy:
-                    self._train_on_policy()
-                else:
-                    self._train_off_policy()
-            final = self.last_eval if self.last_eval_step == self.step else self._evaluate()
-            self.save_checkpoint()
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with contextlib.ExitStack() as cleanup:  # closes whatever was opened, whatever fails
+            cleanup.callback(self.vec.close)
             if self.preference is not None:
-                self.preference.close()
-            self.logger.close()
-            self.eval_env.close()
-            self.vec.close()
+                cleanup.callback(self.preference.close)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
+                                        cfg.model_dump(mode="json"), resume_step=self.step if self.step else None)
+            cleanup.callback(self.logger.close)
+            self.eval_env = make_eval_env(cfg.env.id, cfg.env.kwargs, False, 0, 0, None, cfg.env.max_episode_steps)
+            cleanup.callback(self.eval_env.close)
+            cleanup.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+            signal.signal(signal.SIGTERM, _raise_stop)
+            self.progress = TrainingProgress(cfg.train.total_steps, self.step, enabled=self.show_progress,
+                                             description=cfg.name)
+            try:
+                with self.progress:
+                    if self.agent.on_policy:
+                        self._train_on_policy()
+                    else:
+                        self._train_off_policy()
+                final = self.last_eval if self.last_eval_step == self.step else self._evaluate()
+                self.save_checkpoint()
+            except KeyboardInterrupt:
+                self.save_checkpoint()
+                raise
         return TrainResult(self.run_dir, self.step, final)
 
     def _reset_envs(self) -> np.ndarray:
