@@ -181,3 +181,72 @@ def test_gae_lambda_one_gives_discounted_returns_per_env():
     torch.testing.assert_close(rollout.returns, torch.tensor([env0, env1]).T)
     flat = rollout.flat()
     assert flat["returns"].shape == (8,) and flat["obs"].shape == (8, 1)
+
+
+def add_episodes(buffer: ReplayBuffer, lengths_per_env: list[list[int]], terminal: bool) -> None:
+    """Interleave `len(lengths_per_env)` envs (one row per env per vector step, as the trainer adds them).
+
+    Env e runs episodes of the given lengths back to back; obs[0] = global step of that env, obs[1] = env index;
+    each episode ends terminated (`terminal`) or truncated."""
+    n = len(lengths_per_env)
+    ends = [np.cumsum(lengths) for lengths in lengths_per_env]
+    steps = min(int(e[-1]) for e in ends)
+    ids: dict[tuple[int, int], int] = {}
+    for t in range(steps):
+        episode_id, episode_step, term, trunc = [], [], [], []
+        for e in range(n):
+            k = int(np.searchsorted(ends[e], t, side="right"))
+            episode_id.append(ids.setdefault((e, k), len(ids)))
+            start = 0 if k == 0 else int(ends[e][k - 1])
+            episode_step.append(t - start)
+            last = t == int(ends[e][k]) - 1
+            term.append(float(last and terminal))
+            trunc.append(last and not terminal)
+        obs = np.array([[t, e] for e in range(n)], dtype=np.float32)
+        buffer.add(obs=obs, action=np.zeros((n, 1), np.float32), next_obs=obs + 0.5, reward=np.zeros(n, np.float32),
+                   terminated=np.array(term, np.float32), truncated=np.array(trunc),
+                   episode_step=np.array(episode_step), episode_id=np.array(episode_id))
+
+
+def check_windows(buffer: ReplayBuffer, index: torch.Tensor, absorbing: torch.Tensor) -> None:
+    """Real steps of a window are consecutive steps of one env's one episode; absorbing ones repeat a terminal step."""
+    s = buffer.storage
+    for row, mask in zip(index, absorbing, strict=True):
+        real = row[~mask]
+        assert len(real) >= 1 and bool((mask == (torch.arange(len(mask)) >= len(real))).all())  # absorbing = suffix
+        assert len(set(s["episode_id"][real].tolist())) == 1
+        assert len(set(s["obs"][real, 1].tolist())) == 1  # one env
+        assert torch.equal(s["obs"][real, 0], s["obs"][real[0], 0] + torch.arange(len(real)))  # consecutive
+        if mask.any():
+            assert s["terminated"][real[-1]] == 1 and bool((row[mask] == real[-1]).all())
+
+
+def test_segment_windows_stay_inside_episodes_of_interleaved_envs():
+    buffer = ReplayBuffer(10_000, (2,), 1, device="cpu")
+    add_episodes(buffer, [[30, 25, 40, 30], [20, 45, 30, 30]], terminal=False)  # time limits: no absorbing steps
+    index, absorbing = buffer.segment_indices(10, 200, stride=2, generator=torch.Generator().manual_seed(0))
+    assert index.shape == (200, 10) and not absorbing.any()
+    check_windows(buffer, index, absorbing)
+
+
+def test_segment_windows_may_run_past_terminations_only():
+    buffer = ReplayBuffer(10_000, (2,), 1, device="cpu")
+    add_episodes(buffer, [[8, 12, 9, 15, 7, 10], [11, 6, 14, 9, 8, 12]], terminal=True)
+    index, absorbing = buffer.segment_indices(10, 300, stride=2, generator=torch.Generator().manual_seed(1))
+    assert absorbing.any() and (~absorbing).all(1).any()
+    check_windows(buffer, index, absorbing)
+    with pytest.raises(ValueError, match="segment_length"):  # truncated episodes shorter than the window
+        short = ReplayBuffer(1000, (2,), 1, device="cpu")
+        add_episodes(short, [[5, 5, 5, 5]], terminal=False)
+        short.segment_indices(10, 5, generator=torch.Generator().manual_seed(0))
+
+
+def test_segment_windows_after_the_ring_wraps_never_cross_the_write_position():
+    buffer = ReplayBuffer(97, (2,), 1, device="cpu")  # wraps several times, mid-episode
+    add_episodes(buffer, [[40] * 10], terminal=False)
+    assert buffer.total_added > buffer.capacity
+    index, absorbing = buffer.segment_indices(12, 300, generator=torch.Generator().manual_seed(2))
+    check_windows(buffer, index, absorbing)  # consecutive global steps => never spans oldest and newest rows
+    recent_index, _ = buffer.segment_indices(12, 50, generator=torch.Generator().manual_seed(3), recent=30)
+    newest = buffer.storage["obs"][: len(buffer), 0].max()
+    assert bool((buffer.storage["obs"][recent_index[:, 0], 0] > newest - 30).all())
