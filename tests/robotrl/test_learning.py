@@ -51,6 +51,7 @@ def test_td3_pendulum_learns(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~70 s on two idle cores; generous for shared CI machines
 def test_pebble_pendulum_learns_from_preferences(tmp_path):
     """SAC on a reward learned from 200 oracle labels balances the pendulum (measured: -150 at 6,000 steps)."""
     final = train(CONFIGS / "pendulum_pebble.yaml", tmp_path,
