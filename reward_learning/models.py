@@ -275,6 +275,8 @@ class RewardEnsemble(nn.Module):
                     data["discrete_actions"])
         state = data["state_dict"]
         state.setdefault("absorbing_logit", torch.zeros(model.size))  # files from before the absorbing offset
+        if float(state.pop("out_mean", 0.0)) != 0.0:  # files from when output normalisation also shifted
+            raise ValueError(f"{path} shifts its rewards (an older normalize_output); retrain it with this version")
         model.load_state_dict(state)
         return model.to(device)
 
