@@ -41,7 +41,7 @@ import yaml
 
 TEACHERS = ("oracle", "noisy", "mistake", "skip", "myopic", "equal")
 SAMPLERS = ("uniform", "disagreement", "entropy")
-DEFAULT_RELABEL_CHUNK = 65536  # ReplayBuffer.relabel's default chunk_size
+DEFAULT_RELABEL_CHUNK = 2048  # ReplayBuffer.relabel's default chunk_size on a CPU
 LAST_EVALS = 3  # the final return is the mean of this many last eval/return records
 RUN_ARTIFACTS = {"config.yaml", "metrics.jsonl", "checkpoint.pt", "labels.sqlite", "labels.sqlite-journal",
                  "labels.sqlite-wal", "labels.sqlite-shm", "reward_model.pt", "reward_model.pt.tmp", "tb", "wandb"}
@@ -717,7 +717,7 @@ def cmd_relabel(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: the naive members disagree with the ensemble (max |diff| {max_diff:.2e})")
     rows: list[tuple[str, int, Callable[[], None]]] = []
     for chunk in args.chunks:
-        rows.append(("robotrl `ReplayBuffer.relabel(LearnedReward)`, batched ensemble"
+        rows.append(("robotrl `ReplayBuffer.relabel(LearnedReward)` (EnsembleMLP)"
                      + (" (its default chunk)" if chunk == DEFAULT_RELABEL_CHUNK else ""), chunk,
                      lambda chunk=chunk: buffer.relabel(source, chunk_size=chunk)))
     for chunk in args.naive_chunks:
@@ -809,10 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256], help="hidden sizes (default 256 256 256)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
-    p.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_RELABEL_CHUNK, 4096, 1024],
+    p.add_argument("--chunks", type=int, nargs="+", default=[DEFAULT_RELABEL_CHUNK, 65536, 1024],
                    help=f"chunk sizes for ReplayBuffer.relabel (default {DEFAULT_RELABEL_CHUNK} = its default, and "
                    "4096 and 1024)")
-    p.add_argument("--naive-chunks", type=int, nargs="*", default=[200, DEFAULT_RELABEL_CHUNK],
+    p.add_argument("--naive-chunks", type=int, nargs="*", default=[200, 65536],
                    help=f"chunk sizes of the naive loop (default 200 = B-Pref's, and {DEFAULT_RELABEL_CHUNK})")
     p.add_argument("--no-bpref-autograd", dest="bpref_autograd", action="store_false",
                    help="skip the extra row timing the 200-row loop with autograd on (as B-Pref runs it)")

@@ -67,6 +67,17 @@ class EnsembleMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map [batch, in] (shared input) or [size, batch, in] to [size, batch, out]."""
+        if x.device.type == "cpu":
+            # one addmm chain per member: on a CPU this beats the batched matmul by ~5% when training and
+            # ~15-20% in inference (relabelling); GPUs prefer one batched kernel
+            outputs = []
+            for e in range(self.size):
+                h = x if x.dim() == 2 else x[e]
+                for i, layer in enumerate(self.layers):
+                    h = torch.addmm(layer.bias[e, 0], h, layer.weight[e])
+                    h = self.act(h) if i < len(self.layers) - 1 else h
+                outputs.append(h)
+            return torch.stack(outputs)
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.size, -1, -1)
         for layer in self.layers[:-1]:
