@@ -340,9 +340,7 @@ class Trainer:
             next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
             true_next = info["next_obs"]
             reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
-            buffer.add(obs=obs, action=action, next_obs=true_next, reward=reward, env_reward=env_reward,
-                       components=info["reward_components"], terminated=terminated, truncated=truncated,
-                       episode_step=self.episode_step, episode_id=self.episode_ids)
+            self._store_step(obs, action, true_next, reward, env_reward, terminated, truncated, info)
             before = self.step
             self._after_env_step(terminated, truncated, info)
             obs = next_obs
@@ -392,15 +390,22 @@ class Trainer:
                 self._feedback_round(relabel=False)
             self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
 
+    def _store_step(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: torch.Tensor,
+                    env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                    info: dict[str, Any]) -> None:
+        """Append one vector step to the replay buffer (or PrefPPO's segment pool) with its episode bookkeeping."""
+        assert self.buffer is not None
+        self.buffer.add(obs=obs, action=action, next_obs=next_obs, reward=reward, env_reward=env_reward,
+                        components=info["reward_components"], terminated=terminated, truncated=truncated,
+                        episode_step=self.episode_step, episode_id=self.episode_ids)
+
     def _pool_step(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: torch.Tensor,
                    env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]
                    ) -> torch.Tensor:
         """PrefPPO: keep the step for segment sampling; before the first round, train on state entropy."""
         pref, buffer = self.preference, self.buffer
         assert pref is not None and buffer is not None
-        buffer.add(obs=obs, action=action, next_obs=next_obs, reward=reward, env_reward=env_reward,
-                   components=info["reward_components"], terminated=terminated, truncated=truncated,
-                   episode_step=self.episode_step, episode_id=self.episode_ids)
+        self._store_step(obs, action, next_obs, reward, env_reward, terminated, truncated, info)
         if pref.unsupervised(self.step) and len(buffer) > pref.config.entropy_k:
             states = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
             return pref.intrinsic_rewards(states, buffer)

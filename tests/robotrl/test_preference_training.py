@@ -172,9 +172,15 @@ def test_segments_may_run_past_a_termination(tiny_config, tmp_path):
     assert torch.equal(absorbing[rows], steps[None, :] >= first_absorbing[rows, None])
     true = pref.teacher.step_rewards(pairs.left)
     assert np.all(true[pairs.left.absorbing.numpy()] == 0.0)
-    # and the model gives them exactly 0 in the preference scores
-    scores_with = pref.learner.prob_right(pairs.left, pairs.right)
-    assert torch.isfinite(scores_with).all()
+    # and the model gives them exactly 0 in the preference scores: changing their inputs changes nothing
+    before = pref.learner.prob_right(pairs.left, pairs.right)
+    moved = pairs.left[:]
+    moved.obs = torch.where(moved.absorbing[..., None], moved.obs + 100.0, moved.obs)
+    moved.action = torch.where(moved.absorbing[..., None], 1 - moved.action, moved.action)
+    torch.testing.assert_close(pref.learner.prob_right(moved, pairs.right), before)
+    real_moved = pairs.left[:]
+    real_moved.obs = torch.where(~real_moved.absorbing[..., None], real_moved.obs + 1.0, real_moved.obs)
+    assert not torch.allclose(pref.learner.prob_right(real_moved, pairs.right), before)
 
 
 def test_preference_loop_rejects_segments_longer_than_episodes(tmp_path):
