@@ -1,7 +1,8 @@
 """robotrl's simulators behind one gymnasium API, with reward components on every step.
 
 Public API: `make`, `make_vec`, `VecEnv`, `register`, `list_envs`, `get_env_spec`, `reward_spec`, `EnvSpec`,
-`UnknownEnvError`, `RewardComponent`, `RewardTerms`, `combine_components`, `spec_weights_vector`.
+`UnknownEnvError`, `get_state`, `set_state`, `supports_state`, `RewardComponent`, `RewardTerms`,
+`combine_components`, `spec_weights_vector`.
 Importing `envs` sets MUJOCO_GL=egl (PYOPENGL_PLATFORM to match) and SDL_VIDEODRIVER=dummy unless already set, so
 import it before anything imports mujoco.
 """
@@ -14,6 +15,7 @@ HEADLESS_GL_BACKEND = configure_headless_gl()
 from envs.components import RewardComponent, RewardSpec, RewardTerms, combine_components, spec_weights_vector
 from envs.gym_envs import register_gymnasium_envs
 from envs.registry import EnvSpec, UnknownEnvError, get_env_spec, list_envs, make, register, reward_spec
+from envs.state import get_state, set_state, supports_state
 from envs.vector import VecEnv, make_vec
 from envs.wrappers import RewardComponentsWrapper
 
@@ -28,11 +30,14 @@ __all__ = [
     "UnknownEnvError",
     "VecEnv",
     "combine_components",
+    "get_state",
     "get_env_spec",
     "list_envs",
     "make",
     "make_vec",
     "register",
     "reward_spec",
+    "set_state",
     "spec_weights_vector",
+    "supports_state",
 ]

@@ -50,6 +50,7 @@ class GymnasiumConstructor:
 
     gym_id: str
     mujoco: bool
+    default_camera: str | None = None  # for models whose default view does not follow the robot
 
     def __call__(
         self,
@@ -71,6 +72,7 @@ class GymnasiumConstructor:
         if unknown:
             raise TypeError(self._bad_kwargs_message(unknown))
         if self.mujoco:
+            camera = self.default_camera if camera is None else camera
             if width is not None:
                 kwargs["width"] = width
             if height is not None:
@@ -88,7 +90,7 @@ class GymnasiumConstructor:
             disable_env_checker=True,
             **kwargs,
         )
-        if self.mujoco and camera is not None:
+        if self.mujoco and camera is not None and camera != self.default_camera:
             self._check_camera(env, camera)
         return env
 
@@ -127,12 +129,12 @@ _CLASSIC = {
 }
 
 _MUJOCO = {
-    "HalfCheetah-v5": (c.LocomotionTerms, "planar cheetah running forward"),
+    "HalfCheetah-v5": (c.LocomotionTerms, "planar cheetah running forward", "track"),
     "Hopper-v5": (c.LocomotionTerms, "planar one-legged hopper moving forward without falling"),
     "Walker2d-v5": (c.LocomotionTerms, "planar biped walking forward without falling"),
-    "Ant-v5": (c.LocomotionTerms, "quadruped walking forward"),
+    "Ant-v5": (c.LocomotionTerms, "quadruped walking forward", "track"),
     "Humanoid-v5": (c.LocomotionTerms, "3D humanoid walking forward without falling"),
-    "Swimmer-v5": (c.LocomotionTerms, "three-link swimmer moving forward in a viscous fluid"),
+    "Swimmer-v5": (c.LocomotionTerms, "three-link swimmer moving forward in a viscous fluid", "track"),
     "Reacher-v5": (c.ReacherTerms, "two-link arm reaching a random target"),
     "InvertedPendulum-v5": (c.InvertedPendulumTerms, "balance a pole on a cart (continuous force)"),
     "InvertedDoublePendulum-v5": (c.InvertedDoublePendulumTerms, "balance two stacked poles on a cart"),
@@ -142,6 +144,6 @@ _MUJOCO = {
 def register_gymnasium_envs() -> None:
     """Register the built-in gymnasium ids (idempotent)."""
     for family, table, mujoco in (("classic_control", _CLASSIC, False), ("mujoco", _MUJOCO, True)):
-        for env_id, (terms, description) in table.items():
-            register(env_id, GymnasiumConstructor(env_id, mujoco=mujoco), terms, family=family,
+        for env_id, (terms, description, *camera) in table.items():
+            register(env_id, GymnasiumConstructor(env_id, mujoco, *camera), terms, family=family,
                      description=description, resize_frames=not mujoco, overwrite=True)

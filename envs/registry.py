@@ -113,6 +113,7 @@ def make(
     camera: str | int | None = None,
     seed: int | None = None,
     max_episode_steps: int | None = None,
+    record_state: bool = False,
     **kwargs: Any,
 ) -> RewardComponentsWrapper:
     """Build a registered env wrapped so every step reports its reward components (see `envs.components`).
@@ -120,8 +121,9 @@ def make(
     `env_id`: a registered id (or its `EnvSpec`, as worker processes pass). `render_mode`: "rgb_array" (the default;
     costs nothing until `render()` is called) or None. `width`/`height`: frame size (None: the simulator's default).
     `camera`: MuJoCo camera name or id. `seed`: used by the first reset and to seed the action space.
-    `max_episode_steps`: override the time limit. Other kwargs go to the simulator's constructor (e.g.
-    ``ctrl_cost_weight=0.2``); a kwarg it does not take raises a TypeError naming it.
+    `max_episode_steps`: override the time limit. `record_state`: put the simulator state after each step in
+    ``info["state"]`` (see `envs.state`; for re-rendering stored trajectories). Other kwargs go to the simulator's
+    constructor (e.g. ``ctrl_cost_weight=0.2``); a kwarg it does not take raises a TypeError naming it.
     """
     spec = env_id if isinstance(env_id, EnvSpec) else get_env_spec(env_id)
     if render_mode not in RENDER_MODES:
@@ -138,7 +140,8 @@ def make(
         **kwargs,
     )
     frame_size = (height, width) if spec.resize_frames else (None, None)
-    return RewardComponentsWrapper(env, spec.reward_terms(env), env_id=spec.env_id, seed=seed, frame_size=frame_size)
+    return RewardComponentsWrapper(env, spec.reward_terms(env), env_id=spec.env_id, seed=seed, frame_size=frame_size,
+                                   record_state=record_state)
 
 
 def reward_spec(env_id: str, **kwargs: Any) -> RewardSpec:

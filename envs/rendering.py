@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,16 @@ def gl_failure(error: BaseException, doing: str = "render") -> RuntimeError:
         f"{type(error).__name__}: {error}). Headless rendering needs MUJOCO_GL=egl (Mesa's libegl1 + libegl-mesa0) or "
         "MUJOCO_GL=osmesa (apt-get install libosmesa6), set in the environment before mujoco is imported."
     )
+
+
+def fast_rendering(env: Any) -> None:
+    """Cheaper MuJoCo frames for previews (no multisampling, 1024-pixel shadow maps): about 5x faster in software
+    GL, nearly the same picture. Call before the env's first `render()`; a no-op for non-MuJoCo envs."""
+    model = getattr(env.unwrapped, "model", None)
+    quality = getattr(getattr(model, "vis", None), "quality", None)
+    if quality is not None:
+        quality.offsamples = 0
+        quality.shadowsize = min(int(quality.shadowsize), 1024)
 
 
 def resize_frame(frame: np.ndarray, height: int | None, width: int | None) -> np.ndarray:

@@ -9,6 +9,8 @@ holds exactly:
 - ``"success"``: bool [n], False where the task defines no success;
 - ``"episode_return"``: float64 [n], the ended episode's total reward where terminated | truncated, else nan;
 - ``"episode_length"``: int64 [n], the ended episode's length where terminated | truncated, else 0.
+- ``"state"`` (only for envs made with ``record_state=True``): float64 [n, d], the simulator state after this
+  transition (the final state for ended envs; see `envs.state`).
 
 Actions are passed to the envs as given: clipping to the action space is the agent's job, not the VecEnv's.
 "async" runs each env in its own worker process with exactly the same contract (and, for equal seeds and actions,
@@ -35,8 +37,9 @@ from envs.wrappers import RewardComponentsWrapper
 
 Vectorization = Literal["sync", "async"]
 # What one env returns per step: next_obs, obs after autoreset (None if it continues), reward, terminated,
-# truncated, component values, success, episode return (nan) and length (0) where the episode continues.
-StepResult = tuple[Any, Any, float, bool, bool, Sequence[float], bool, float, int]
+# truncated, component values, success, episode return (nan) and length (0) where the episode continues, and the
+# simulator state after the step (None unless the env records states).
+StepResult = tuple[Any, Any, float, bool, bool, Sequence[float], bool, float, int, Any]
 
 
 class EpisodeRunner:
@@ -60,11 +63,13 @@ class EpisodeRunner:
         self._length += 1
         components = list(info["reward_components"].values())
         success = bool(info.get("success", False))
+        state = info.get("state")
         if not (terminated or truncated):
-            return next_obs, None, reward, terminated, truncated, components, success, float("nan"), 0
+            return next_obs, None, reward, terminated, truncated, components, success, float("nan"), 0, state
         episode_return, episode_length = self._return, self._length
         first_obs = self.reset()
-        return next_obs, first_obs, reward, terminated, truncated, components, success, episode_return, episode_length
+        return (next_obs, first_obs, reward, terminated, truncated, components, success, episode_return,
+                episode_length, state)
 
 
 def _worker(conn: Any, spec: EnvSpec, make_kwargs: dict[str, Any]) -> None:
@@ -231,7 +236,7 @@ class VecEnv(VectorEnv):
         else:
             results = self._broadcast("step", list(actions))
         columns = zip(*results, strict=True)
-        next_obs, reset_obs, rewards, terminated, truncated, components, success, returns, lengths = columns
+        next_obs, reset_obs, rewards, terminated, truncated, components, success, returns, lengths, states = columns
         next_obs_array = np.asarray(next_obs, dtype=self._obs_dtype)
         obs_array = next_obs_array.copy()
         for i, first_obs in enumerate(reset_obs):
@@ -244,6 +249,8 @@ class VecEnv(VectorEnv):
             "episode_return": np.asarray(returns, dtype=np.float64),
             "episode_length": np.asarray(lengths, dtype=np.int64),
         }
+        if states[0] is not None:
+            info["state"] = np.stack(states).astype(np.float64, copy=False)
         return (
             obs_array,
             np.asarray(rewards, dtype=np.float64),

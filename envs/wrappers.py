@@ -10,6 +10,7 @@ import numpy as np
 
 from envs.components import RewardSpec, RewardTerms
 from envs.rendering import gl_failure, is_gl_error, resize_frame
+from envs.state import get_state, supports_state
 
 
 class RewardComponentsWrapper(gym.Wrapper):
@@ -27,8 +28,10 @@ class RewardComponentsWrapper(gym.Wrapper):
         env_id: str,
         seed: int | None = None,
         frame_size: tuple[int | None, int | None] = (None, None),
+        record_state: bool = False,
     ) -> None:
-        """Wrap `env`; `seed` is used by the first reset and seeds the action space; frames come out at `frame_size`."""
+        """Wrap `env`; `seed` is used by the first reset and seeds the action space; frames come out at `frame_size`.
+        With `record_state`, every step also puts the simulator state after the step in ``info["state"]``."""
         super().__init__(env)
         self.env_id = env_id
         self.terms = terms
@@ -40,6 +43,9 @@ class RewardComponentsWrapper(gym.Wrapper):
         self._pending_seed = seed
         self._frame_height, self._frame_width = frame_size
         self._closer: weakref.finalize | None = None
+        self.record_state = record_state
+        if record_state and not supports_state(env):
+            raise TypeError(f"{env_id} cannot record simulator states (not MuJoCo and no `state` vector)")
         if seed is not None:
             self.action_space.seed(seed)
 
@@ -60,6 +66,8 @@ class RewardComponentsWrapper(gym.Wrapper):
         info["reward_components"] = dict(zip(self._names, values, strict=True))
         if self.has_success:
             info["success"] = self.terms.success(values, terminated, info)
+        if self.record_state:
+            info["state"] = get_state(self.env)
         return obs, float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray:

@@ -5,13 +5,19 @@ people in a web page and later runs meet: every labelled pair can be reloaded as
 
 Tables (all append-only, enforced by triggers):
 
-- `meta`     key/value JSON: env_id, obs_shape, action_dim, component_names, schema_version, created.
-- `steps`    one row per transition, keyed by (run, episode, t): obs/action/next_obs/components as float32 blobs and
-             env_reward as REAL. Overlapping slices of one episode share rows.
+- `meta`     key/value JSON: env_id, obs_shape, action_dim, component_names, schema_version, created and, when given,
+             task_description (shown to people who label).
+- `steps`    one row per transition, keyed by (run, episode, t): obs/action/next_obs/components as float32 blobs,
+             env_reward as REAL and, when recorded, the simulator state after the step as a float64 blob (so the
+             slice can be re-rendered as video). Overlapping slices of one episode share rows.
 - `segments` (id, run, episode, start, length): references into `steps`, never copies.
 - `queries`  (id, left_segment, right_segment, round, sampler, created): pairs of segments to compare.
 - `labels`   (id, query, label in 'left'/'right'/'equal'/'skip', labeller, created): relabelling appends a row; the
              latest row per (query, labeller) is the one that counts.
+- `retractions` (label, created): an "undo" of a label row; a retracted row no longer counts, so the query is
+             pending again for that labeller.
+
+Version 1 stores (no states, no retractions) are upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import torch
 
 from reward_learning.segments import Label, Segments
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_F64 = np.dtype("<f8")
 _F32 = np.dtype("<f4")
 _KIND = {label: label.name.lower() for label in Label}  # Label -> text stored in the labels table
 _CODE = {kind: label for label, kind in _KIND.items()}
@@ -40,7 +47,7 @@ _SCHEMA = [
     """CREATE TABLE steps (
         run TEXT NOT NULL, episode INTEGER NOT NULL, t INTEGER NOT NULL,
         obs BLOB NOT NULL, action BLOB NOT NULL, next_obs BLOB NOT NULL,
-        env_reward REAL NOT NULL, components BLOB NOT NULL,
+        env_reward REAL NOT NULL, components BLOB NOT NULL, state BLOB,
         UNIQUE (run, episode, t))""",
     """CREATE TABLE segments (
         id INTEGER PRIMARY KEY, run TEXT NOT NULL, episode INTEGER NOT NULL,
@@ -57,16 +64,54 @@ _SCHEMA = [
         label TEXT NOT NULL CHECK (label IN ('left', 'right', 'equal', 'skip')),
         labeller TEXT NOT NULL CHECK (labeller <> ''), created TEXT NOT NULL)""",
     "CREATE INDEX labels_by_query ON labels (query, labeller)",
-] + [
-    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-    f"BEGIN SELECT RAISE(ABORT, 'the label store is append-only'); END"
-    for table in ("steps", "segments", "queries", "labels")
-    for op in ("UPDATE", "DELETE")
 ]
+
+
+def _append_only(tables: Sequence[str]) -> list[str]:
+    return [f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'the label store is append-only'); END"
+            for table in tables for op in ("UPDATE", "DELETE")]
+
+
+# Added in version 2 (also run to upgrade version-1 stores).
+_RETRACTIONS = ["CREATE TABLE retractions (label INTEGER PRIMARY KEY REFERENCES labels (id), created TEXT NOT NULL)",
+                *_append_only(["retractions"])]
+_SCHEMA += _append_only(["steps", "segments", "queries", "labels"]) + _RETRACTIONS
+_EFFECTIVE = "labels.id NOT IN (SELECT label FROM retractions)"  # a label row that was not undone
 
 
 class LabelStoreMismatch(ValueError):
     """The store on disk belongs to another task or observation/action layout than the caller expects."""
+
+
+class MissingStates(ValueError):
+    """The store holds no simulator states for a segment, so it cannot be rendered."""
+
+
+class DuplicateLabel(ValueError):
+    """The labeller already has a label (not undone) for this query."""
+
+
+class SegmentInfo(NamedTuple):
+    """Where one stored segment comes from."""
+
+    id: int
+    run: str
+    episode: int
+    start: int
+    length: int
+    absorbing: int  # steps after termination at the end of the slice
+
+
+class QueryInfo(NamedTuple):
+    """One stored query row."""
+
+    id: int
+    left_segment: int
+    right_segment: int
+    round: int
+    sampler: str
+    created: str
 
 
 class LabelledPairs(NamedTuple):
@@ -86,6 +131,7 @@ class LabelRecord(NamedTuple):
     label: Label
     labeller: str
     created: str
+    retracted: bool = False  # undone by its labeller (it no longer counts)
 
 
 def _now() -> str:
@@ -114,9 +160,11 @@ class LabelStore:
     """
 
     def __init__(self, path: str | Path, *, env_id: str, obs_shape: Sequence[int], action_dim: int,
-                 component_names: Sequence[str], create: bool = True, timeout: float = 30.0) -> None:
+                 component_names: Sequence[str], create: bool = True, timeout: float = 30.0,
+                 task_description: str | None = None) -> None:
         """Open the store at `path`, creating it (schema and meta) if missing and `create`; on reopen check that it
-        was made for the same env_id, obs_shape, action_dim and component_names, else raise LabelStoreMismatch."""
+        was made for the same env_id, obs_shape, action_dim and component_names, else raise LabelStoreMismatch.
+        `task_description` (what people should prefer) is saved in the meta, replacing an earlier one."""
         expected = {
             "env_id": str(env_id),
             "obs_shape": [int(d) for d in obs_shape],
@@ -124,6 +172,11 @@ class LabelStore:
             "component_names": [str(n) for n in component_names],
         }
         self._connect(Path(path), expected, create, timeout)
+        if task_description is not None and task_description != self._meta.get("task_description"):
+            with self._write() as con:
+                con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('task_description', ?)",
+                            (json.dumps(str(task_description)),))
+            self._meta["task_description"] = str(task_description)
 
     @classmethod
     def open(cls, path: str | Path, *, timeout: float = 30.0) -> LabelStore:
@@ -153,6 +206,8 @@ class LabelStore:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "meta" in tables:
                     meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+                    if meta.get("schema_version") == 1:
+                        meta["schema_version"] = self._upgrade_from_v1(con)
                 elif tables or expected is None:
                     what = "an empty database" if not tables else f"a database with tables {sorted(tables)}"
                     raise ValueError(f"{path} is not a robotrl label store ({what}, no meta table)")
@@ -181,6 +236,15 @@ class LabelStore:
         self.obs_shape: tuple[int, ...] = tuple(meta["obs_shape"])
         self.action_dim: int = int(meta["action_dim"])
         self.component_names: tuple[str, ...] = tuple(meta["component_names"])
+
+    @staticmethod
+    def _upgrade_from_v1(con: sqlite3.Connection) -> int:
+        """Add what version 2 has (state column, retractions table) to a version-1 store; returns the new version."""
+        con.execute("ALTER TABLE steps ADD COLUMN state BLOB")
+        for statement in _RETRACTIONS:
+            con.execute(statement)
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+        return SCHEMA_VERSION
 
     def _check_meta(self, meta: dict[str, Any], expected: dict[str, Any] | None) -> None:
         version = meta.get("schema_version")
@@ -253,8 +317,9 @@ class LabelStore:
         """Store the steps of each slice (shared with overlapping slices of the same run and episode) and one
         segment row per slice; return the segment ids (an already stored slice keeps its id).
 
-        Episode ids are only unique within a run, hence `run`. Data is stored as float32. Raises ValueError, writing
-        nothing, if shapes do not match the store or a step is already stored with different data.
+        Episode ids are only unique within a run, hence `run`. Data is stored as float32, simulator states (when
+        `segments.state` is not empty) as float64. Raises ValueError, writing nothing, if shapes do not match the
+        store or a step is already stored with different data.
         """
         q, length = len(segments), segments.length
         k = len(self.component_names)
@@ -277,6 +342,8 @@ class LabelStore:
         episode = segments.episode.detach().cpu().numpy().astype(np.int64)
         start = segments.start.detach().cpu().numpy().astype(np.int64)
         absorbing = segments.absorbing.detach().cpu().numpy().astype(bool)
+        state = segments.state.detach().cpu().numpy().astype(_F64).reshape(q, length, -1)
+        has_state = state.shape[2] > 0
         real = length - absorbing.sum(1)
         if (absorbing != (np.arange(length)[None, :] >= real[:, None])).any() or (real < 1).any():
             raise ValueError("Segments.absorbing must mark a suffix of each slice after at least one real step")
@@ -286,12 +353,14 @@ class LabelStore:
             raise ValueError("Segments.env_reward contains NaN; the label store keeps finite rewards only")
 
         rows: dict[tuple[int, int], tuple[bytes, bytes, bytes, bytes, bytes]] = {}
+        states: dict[tuple[int, int], bytes | None] = {}
         for i in range(q):
             ep = int(episode[i])
             for j in range(int(real[i])):  # absorbing steps are implied by the segment row, not stored
                 key = (ep, int(start[i]) + j)
                 row = (obs[i, j].tobytes(), action[i, j].tobytes(), next_obs[i, j].tobytes(), reward[i, j].tobytes(),
                        comps[i, j].tobytes())
+                states[key] = state[i, j].tobytes() if has_state else None
                 if rows.setdefault(key, row) != row:
                     raise ValueError(f"two slices give different data for run {run!r}, episode {key[0]}, step "
                                      f"{key[1]}; slices of one episode must agree where they overlap")
@@ -311,9 +380,9 @@ class LabelStore:
                         raise ValueError(f"label store {self.path} already holds different data for run {run!r}, "
                                          f"episode {ep}, step {t}; use a new run name for a new set of episodes")
             con.executemany(
-                "INSERT INTO steps (run, episode, t, obs, action, next_obs, env_reward, components) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run, ep, t, o, a, n, float(np.frombuffer(r, _F32)[0]), c)
+                "INSERT INTO steps (run, episode, t, obs, action, next_obs, env_reward, components, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run, ep, t, o, a, n, float(np.frombuffer(r, _F32)[0]), c, states[(ep, t)])
                  for (ep, t), (o, a, n, r, c) in new.items()])
             ids = []
             for ep, st, n_real in zip(episode.tolist(), start.tolist(), real.tolist(), strict=True):
@@ -362,6 +431,34 @@ class LabelStore:
             con.executemany("INSERT INTO labels (query, label, labeller, created) VALUES (?, ?, ?, ?)",
                             [(i, kind, labeller, created) for i, kind in zip(query_ids, kinds, strict=True)])
 
+    def add_label_once(self, query_id: int, label: Label | int | str, labeller: str) -> int:
+        """Append one label unless `labeller` already has one for the query (not undone), atomically; returns the
+        label id. Raises DuplicateLabel for a second answer, ValueError for an unknown query or invalid label."""
+        kind = _KIND[Label.parse(label)]
+        if not isinstance(labeller, str) or not labeller:
+            raise ValueError(f"labeller must be a non-empty name, got {labeller!r}")
+        with self._write() as con:
+            if not self._existing(con, "queries", [int(query_id)]):
+                raise ValueError(f"unknown query id {query_id} in label store {self.path}")
+            if con.execute(f"SELECT 1 FROM labels WHERE query = ? AND labeller = ? AND {_EFFECTIVE}",
+                           (int(query_id), labeller)).fetchone():
+                raise DuplicateLabel(f"{labeller} has already labelled query {query_id}; undo it first to change it")
+            cur = con.execute("INSERT INTO labels (query, label, labeller, created) VALUES (?, ?, ?, ?)",
+                              (int(query_id), kind, labeller, _now()))
+            return int(cur.lastrowid)
+
+    def retract_last(self, labeller: str) -> LabelRecord | None:
+        """Undo `labeller`'s most recent label that still counts (append-only: a retraction row); returns it, or
+        None when there is nothing to undo. The query is pending again for that labeller."""
+        with self._write() as con:
+            row = con.execute(f"SELECT id, query, label, labeller, created FROM labels WHERE labeller = ? AND "
+                              f"{_EFFECTIVE} ORDER BY id DESC LIMIT 1", (labeller,)).fetchone()
+            if row is None:
+                return None
+            con.execute("INSERT INTO retractions (label, created) VALUES (?, ?)", (row[0], _now()))
+        i, q, kind, who, when = row
+        return LabelRecord(i, q, _CODE[kind], who, when)
+
     @staticmethod
     def _existing(con: sqlite3.Connection, table: str, ids: Sequence[int]) -> set[int]:
         unique = sorted(set(ids))
@@ -382,11 +479,12 @@ class LabelStore:
 
     def pending_queries(self, labeller: str | None = None) -> list[int]:
         """Ids of queries with no label yet (from `labeller`, or from anyone if None), oldest first.
-        A 'skip' counts as an answer."""
-        sql = "SELECT id FROM queries q WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.query = q.id{}) ORDER BY id"
+        A 'skip' counts as an answer, an undone label does not."""
+        sql = (f"SELECT id FROM queries q WHERE NOT EXISTS (SELECT 1 FROM labels WHERE labels.query = q.id AND "
+               f"{_EFFECTIVE}{{}}) ORDER BY id")
         if labeller is None:
             return [r[0] for r in self._db.execute(sql.format(""))]
-        return [r[0] for r in self._db.execute(sql.format(" AND l.labeller = ?"), (labeller,))]
+        return [r[0] for r in self._db.execute(sql.format(" AND labels.labeller = ?"), (labeller,))]
 
     def query_segments(self, query_ids: Sequence[int]) -> list[tuple[int, int]]:
         """The (left, right) segment ids of each query; unknown ids raise ValueError."""
@@ -404,18 +502,20 @@ class LabelStore:
         return [found[i] for i in query_ids]
 
     def labels(self, query_id: int | None = None) -> list[LabelRecord]:
-        """All stored label rows (including superseded ones), in insertion order; only one query's if given."""
-        sql = "SELECT id, query, label, labeller, created FROM labels"
+        """All stored label rows (including superseded and undone ones), in insertion order; only one query's if
+        given."""
+        sql = f"SELECT id, query, label, labeller, created, NOT ({_EFFECTIVE}) FROM labels"
         rows = (self._db.execute(sql + " ORDER BY id") if query_id is None
                 else self._db.execute(sql + " WHERE query = ? ORDER BY id", (int(query_id),)))
-        return [LabelRecord(i, q, _CODE[kind], who, when) for i, q, kind, who, when in rows]
+        return [LabelRecord(i, q, _CODE[kind], who, when, bool(gone)) for i, q, kind, who, when, gone in rows]
 
     def labelled_pairs(self, include_skipped: bool = False, labeller: str | None = None) -> LabelledPairs:
         """Every labelled query as tensors, in query-id order: one row per (query, labeller) holding that labeller's
-        latest label. Skipped queries are left out unless `include_skipped`; only `labeller`'s labels if given."""
+        latest label that was not undone. Skipped queries are left out unless `include_skipped`; only `labeller`'s
+        labels if given."""
         sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment "
                "FROM labels l JOIN queries q ON q.id = l.query "
-               "WHERE l.id IN (SELECT MAX(id) FROM labels GROUP BY query, labeller)")
+               f"WHERE l.id IN (SELECT MAX(id) FROM labels WHERE {_EFFECTIVE} GROUP BY query, labeller)")
         args: tuple[str, ...] = ()
         if labeller is not None:
             sql, args = sql + " AND l.labeller = ?", (labeller,)
@@ -430,7 +530,8 @@ class LabelStore:
         return LabelledPairs(left, right, labels, query_ids)
 
     def segments(self, ids: Sequence[int]) -> Segments:
-        """Rebuild the given segments (all of one length) from the stored steps, in the order given."""
+        """Rebuild the given segments (all of one length) from the stored steps, in the order given; `state` is
+        filled when every step of them has a stored simulator state."""
         with self._read() as con:
             return self._gather(con, [int(i) for i in ids])
 
@@ -457,12 +558,13 @@ class LabelStore:
         comps = np.empty((n, length, k), np.float32)
         reward = np.empty((n, length), np.float32)
         absorbing = np.zeros((n, length), bool)
+        states: list[np.ndarray | None] = []
         for row, seg in enumerate(unique):
             run, episode, start, _, n_absorbing = info[seg]
             real = length - n_absorbing
-            steps = con.execute("SELECT obs, action, next_obs, env_reward, components FROM steps WHERE run = ? AND "
-                                "episode = ? AND t >= ? AND t < ? ORDER BY t", (run, episode, start, start + real)
-                                ).fetchall()
+            steps = con.execute("SELECT obs, action, next_obs, env_reward, components, state FROM steps WHERE "
+                                "run = ? AND episode = ? AND t >= ? AND t < ? ORDER BY t",
+                                (run, episode, start, start + real)).fetchall()
             if len(steps) != real:
                 raise RuntimeError(f"label store {self.path} is missing steps of segment {seg} (run {run!r}, episode "
                                    f"{episode}, steps {start}..{start + real - 1}): found {len(steps)} of {real}")
@@ -471,6 +573,11 @@ class LabelStore:
             for out, col in ((obs, 0), (action, 1), (next_obs, 2), (comps, 4)):
                 out[row] = np.frombuffer(b"".join(s[col] for s in steps), _F32).reshape(out.shape[1:])
             reward[row] = [s[3] for s in steps]
+            states.append(None if any(s[5] is None for s in steps)
+                          else np.frombuffer(b"".join(s[5] for s in steps), _F64).reshape(length, -1))
+        state = np.zeros((n, length, 0))
+        if states and all(x is not None for x in states) and len({x.shape for x in states}) == 1:
+            state = np.stack(states)  # type: ignore[arg-type]
         where = torch.as_tensor(np.searchsorted(unique, np.asarray(ids, dtype=np.int64)), dtype=torch.long)
         return Segments(
             obs=torch.from_numpy(obs)[where], action=torch.from_numpy(action)[where],
@@ -478,18 +585,88 @@ class LabelStore:
             components=torch.from_numpy(comps)[where],
             episode=torch.tensor([info[i][1] for i in ids], dtype=torch.int64).reshape(-1),
             start=torch.tensor([info[i][2] for i in ids], dtype=torch.int64).reshape(-1),
-            absorbing=torch.from_numpy(absorbing)[where])
+            absorbing=torch.from_numpy(absorbing)[where], state=torch.from_numpy(state)[where])
+
+    def segment_info(self, segment_id: int) -> SegmentInfo:
+        """Where a stored segment comes from; unknown ids raise ValueError."""
+        row = self._db.execute("SELECT id, run, episode, start, length, absorbing FROM segments WHERE id = ?",
+                               (int(segment_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"unknown segment id {segment_id} in label store {self.path}")
+        return SegmentInfo(*row)
+
+    def segment_states(self, segment_id: int) -> np.ndarray:
+        """The simulator states after each real (non-absorbing) step of a segment, float64 [steps, d]. Raises
+        MissingStates when they were not recorded (runs record them when people label, see `teacher: human`)."""
+        info = self.segment_info(segment_id)
+        real = info.length - info.absorbing
+        rows = self._db.execute("SELECT state FROM steps WHERE run = ? AND episode = ? AND t >= ? AND t < ? "
+                                "ORDER BY t", (info.run, info.episode, info.start, info.start + real)).fetchall()
+        if len(rows) != real or any(r[0] is None for r in rows):
+            raise MissingStates(f"segment {segment_id} in label store {self.path} has no simulator states, so it "
+                                f"cannot be rendered: the run that stored it did not record them (runs with "
+                                f"`teacher: human` and `robotrl reward queries` do)")
+        return np.frombuffer(b"".join(r[0] for r in rows), _F64).reshape(real, -1).copy()
+
+    def query_info(self, query_id: int) -> QueryInfo:
+        """One query row; unknown ids raise ValueError."""
+        row = self._db.execute("SELECT id, left_segment, right_segment, round, sampler, created FROM queries "
+                               "WHERE id = ?", (int(query_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"unknown query id {query_id} in label store {self.path}")
+        return QueryInfo(*row)
+
+    def _effective_labels(self, con: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
+        """(query, label, labeller, created) of each labeller's latest label per query that was not undone."""
+        return con.execute(f"SELECT query, label, labeller, created FROM labels WHERE id IN (SELECT MAX(id) FROM "
+                           f"labels WHERE {_EFFECTIVE} GROUP BY query, labeller) ORDER BY query, labeller").fetchall()
+
+    def annotator_summary(self) -> dict[str, Any]:
+        """Per-labeller counts of labels that count, and for each pair of labellers their agreement and Cohen's
+        kappa on the queries both answered with left/right/equal (skips are left out)."""
+        with self._read() as con:
+            rows = self._effective_labels(con)
+        annotators: dict[str, dict[str, int]] = {}
+        answers: dict[str, dict[int, str]] = {}
+        for query, kind, who, _ in rows:
+            counts = annotators.setdefault(who, {"labels": 0, **{k: 0 for k in _CODE}})
+            counts["labels"] += 1
+            counts[kind] += 1
+            if kind != "skip":
+                answers.setdefault(who, {})[query] = kind
+        pairs = []
+        names = sorted(annotators)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                shared = sorted(set(answers.get(a, {})) & set(answers.get(b, {})))
+                pairs.append({"a": a, "b": b, "shared": len(shared),
+                              **_agreement([answers[a][q] for q in shared], [answers[b][q] for q in shared])})
+        return {"annotators": annotators, "pairs": pairs}
 
     def counts(self) -> dict[str, int]:
-        """Row counts: steps, segments, queries, labels (all rows, superseded ones too), labelled_queries, pending,
+        """Row counts: steps, segments, queries, labels (all rows, superseded and undone ones too), retracted,
+        labelled_queries and pending (undone labels do not count),
         one key per label kind ('left', 'right', 'equal', 'skip') and one 'labeller/<name>' key per labeller."""
         with self._read() as con:
             out = {table: con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                    for table in ("steps", "segments", "queries", "labels")}
-            out["labelled_queries"] = con.execute("SELECT COUNT(DISTINCT query) FROM labels").fetchone()[0]
+            out["labelled_queries"] = con.execute(f"SELECT COUNT(DISTINCT query) FROM labels WHERE {_EFFECTIVE}"
+                                                  ).fetchone()[0]
+            out["retracted"] = con.execute("SELECT COUNT(*) FROM retractions").fetchone()[0]
             out["pending"] = out["queries"] - out["labelled_queries"]
             out.update({kind: 0 for kind in _CODE})
             out.update(dict(con.execute("SELECT label, COUNT(*) FROM labels GROUP BY label")))
             out.update({f"labeller/{who}": n for who, n in
                         con.execute("SELECT labeller, COUNT(*) FROM labels GROUP BY labeller ORDER BY labeller")})
         return out
+
+
+def _agreement(a: Sequence[str], b: Sequence[str]) -> dict[str, float]:
+    """Share of equal answers and Cohen's kappa (chance-corrected agreement) of two labellers on the same queries."""
+    if not a:
+        return {"agreement": float("nan"), "kappa": float("nan")}
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    kinds = set(a) | set(b)
+    expected = sum((list(a).count(k) / len(a)) * (list(b).count(k) / len(b)) for k in kinds)
+    kappa = 1.0 if expected == 1.0 else (observed - expected) / (1.0 - expected)
+    return {"agreement": observed, "kappa": kappa}

@@ -49,6 +49,9 @@ class Segments:
     `episode` and `start` say where each slice comes from (episode id and the in-episode step of its first
     transition), so stores can reference slices instead of copying them.
 
+    `state` optionally holds the simulator state after each step (see `envs.state`), so a slice can be re-rendered
+    for people to label; it is empty ([q, L, 0]) when states were not recorded.
+
     `absorbing` marks steps after the episode terminated (a suffix of the slice; their other fields repeat the last
     real step). They let "fell over after 20 steps" be compared with "kept going for 50": the true reward there is 0
     and reward models give them reward 0 too (see `RewardEnsemble`), which matches how agents treat termination.
@@ -62,11 +65,14 @@ class Segments:
     episode: torch.Tensor  # [q] int64
     start: torch.Tensor  # [q] int64
     absorbing: torch.Tensor = field(default=None)  # type: ignore[assignment]  # [q, L] bool; None = all False
+    state: torch.Tensor = field(default=None)  # type: ignore[assignment]  # [q, L, d] float64; None = [q, L, 0]
 
     def __post_init__(self) -> None:
         q, length = self.obs.shape[:2]
         if self.absorbing is None:
             self.absorbing = torch.zeros((q, length), dtype=torch.bool, device=self.obs.device)
+        if self.state is None:
+            self.state = torch.zeros((q, length, 0), dtype=torch.float64, device=self.obs.device)
         for f in fields(self):
             value = getattr(self, f.name)
             expected = (q,) if f.name in _ID_FIELDS else (q, length)

@@ -204,8 +204,8 @@ def make_teacher(
     """
     if preset not in TEACHER_PRESETS:
         close = difflib.get_close_matches(preset, TEACHER_PRESETS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown teacher preset {preset!r}{hint} Known presets: {', '.join(TEACHER_PRESETS)}")
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown teacher preset {preset!r}{hint}. Known presets: {', '.join(TEACHER_PRESETS)}")
     unknown = sorted(set(overrides) - set(_OVERRIDABLE))
     if unknown:
         raise ValueError(f"unknown teacher knob(s) {unknown}; allowed: {', '.join(_OVERRIDABLE)}")

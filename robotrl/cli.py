@@ -1,4 +1,5 @@
-"""The `robotrl` command line: train, resume, eval (with videos), plot, envs, config, reward (train/info/export)."""
+"""The `robotrl` command line: train, resume, eval (with videos), plot, envs, config, reward (train/info/export),
+label (a web page where people label preference queries)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ EPILOG = """examples:
   robotrl envs
   robotrl reward info runs/pendulum-pebble-20261123-142200
   robotrl reward train --labels runs/pendulum-pebble-20261123-142200/labels.sqlite model.hidden_sizes=[64,64]
+  robotrl label runs/pendulum-pebble-20261123-142200
 """
 
 
@@ -96,8 +98,66 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_reward(args: argparse.Namespace) -> int:
     from robotrl import reward_cli
 
-    commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export}
+    commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
+                "queries": reward_cli.cmd_queries}
     return commands[args.reward_command](args)
+
+
+def label_store_path(spec: str) -> Path:
+    """The label store file named by `spec`: a .sqlite file, or a run directory holding labels.sqlite."""
+    from robotrl.preference import LABEL_STORE
+
+    path = Path(spec)
+    if path.is_dir():
+        path = path / LABEL_STORE
+    if not path.is_file():
+        raise FileNotFoundError(f"no label store at {path}: pass a run directory that holds {LABEL_STORE} or the "
+                                f".sqlite file itself")
+    return path
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from reward_learning.label_store import LabelStore
+    from robotrl.labelling import serve
+    from robotrl.reward_cli import write_export
+
+    path = label_store_path(args.db)
+    if not (args.stats or args.export):
+        serve(path, args.host, args.port, args.token, width=args.width, height=args.height, camera=args.camera)
+        return 0
+    with LabelStore.open(path) as store:
+        if args.stats:
+            print(_annotator_table(store.annotator_summary()))
+        if args.export:
+            suffix = Path(args.export).suffix.lower()
+            if suffix not in (".json", ".csv"):
+                raise ValueError(f"--export writes .json or .csv files, got {args.export}")
+            write_export(store, suffix[1:], args.export)
+    return 0
+
+
+def _annotator_table(summary: dict) -> str:
+    """Per-annotator label counts and pairwise agreement / Cohen's kappa as aligned text tables ('-': no shared
+    answers)."""
+    import math
+
+    kinds = ("left", "right", "equal", "skip")
+    names = sorted(summary["annotators"])
+    if not names:
+        return "no labels yet"
+    width = max(len("annotator"), *map(len, names))
+    lines = [f"{'annotator':<{width}}  {'labels':>6}" + "".join(f"  {k:>5}" for k in kinds)]
+    for name in names:
+        counts = summary["annotators"][name]
+        lines.append(f"{name:<{width}}  {counts['labels']:>6}" + "".join(f"  {counts[k]:>5}" for k in kinds))
+    if summary["pairs"]:
+        pairs = [(f"{p['a']} ~ {p['b']}", p) for p in summary["pairs"]]
+        pair_width = max(len("pair"), *(len(label) for label, _ in pairs))
+        lines += ["", f"{'pair':<{pair_width}}  {'shared':>6}  {'agreement':>9}  {'kappa':>6}"]
+        for label, p in pairs:
+            agreement, kappa = ("-" if math.isnan(v) else f"{v:.2f}" for v in (p["agreement"], p["kappa"]))
+            lines.append(f"{label:<{pair_width}}  {p['shared']:>6}  {agreement:>9}  {kappa:>6}")
+    return "\n".join(lines)
 
 
 def _positive_int(text: str) -> int:
@@ -172,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     add_reward_parser(sub)
+
+    p = sub.add_parser("label", help="label preference queries of a label store in a local web page",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Serve a web page where people compare the two segments of each pending query "
+                       "(videos rendered\nfrom the stored simulator states) and answer left / right / equal / skip. "
+                       "Labels go into the store\nas web:<name>. Binds 127.0.0.1; any other --host requires an "
+                       "access token (generated if not given).\nWith --stats or --export it reports on the "
+                       "store's labels instead of serving.",
+                       epilog="examples:\n  robotrl label runs/x\n  robotrl label runs/x/labels.sqlite --host "
+                       "0.0.0.0 --port 8000\n  robotrl label runs/x --stats --export labels.csv")
+    p.add_argument("db", metavar="RUN_OR_LABEL_DB", help="run directory holding labels.sqlite, or the .sqlite file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    p.add_argument("--token", default=None, help="access token to require (default: none on loopback, generated "
+                   "otherwise)")
+    p.add_argument("--width", type=_positive_int, default=320, help="video width (default: 320)")
+    p.add_argument("--height", type=_positive_int, default=240, help="video height (default: 240)")
+    p.add_argument("--camera", default=None, help="MuJoCo camera name or id")
+    p.add_argument("--stats", action="store_true", help="print per-annotator counts and pairwise agreement, then exit")
+    p.add_argument("--export", default=None, metavar="FILE", help="write the labels that count to FILE.json or "
+                   "FILE.csv, then exit")
+    p.set_defaults(func=cmd_label)
     return parser
 
 
@@ -224,6 +306,26 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("db", metavar="DB", help="label store file, or a run directory holding labels.sqlite")
     p.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default: json)")
     p.add_argument("--out", default=None, metavar="FILE", help="output file (default or '-': standard output)")
+
+    p = commands.add_parser(
+        "queries", help="sample query pairs from saved trajectories into a store, for people to label offline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Cut uniform pairs of segments from a run's replay buffer (when it recorded simulator states),\n"
+        "from --rollouts N fresh episodes of a run's policy, or from an offline dataset (.npz with observations,\n"
+        "actions, rewards, terminals and states; --env names its task), and store them as unlabelled queries.\n"
+        "Then label them in the web page (robotrl label DB) and train on them (robotrl reward train --labels DB).",
+        epilog="example: robotrl reward queries runs/x --rollouts 20 --count 100 --out labels/x.sqlite")
+    p.add_argument("source", metavar="SOURCE", help="a run directory or a .npz dataset")
+    p.add_argument("--out", required=True, metavar="DB", help="label store to create or add to")
+    p.add_argument("--count", type=_positive_int, default=50, metavar="N", help="query pairs to add (default: 50)")
+    p.add_argument("--segment-length", type=_positive_int, default=50, metavar="L",
+                   help="steps per segment (default: 50)")
+    p.add_argument("--rollouts", type=_positive_int, default=None, metavar="N",
+                   help="roll out the run's policy for N episodes (stochastic) instead of using its replay buffer")
+    p.add_argument("--deterministic", action="store_true", help="with --rollouts: deterministic policy actions")
+    p.add_argument("--env", default=None, metavar="ENV_ID", help="the task of a .npz dataset")
+    p.add_argument("--task", default=None, metavar="TEXT", help="what labellers should prefer (shown in the page)")
+    p.add_argument("--seed", type=int, default=0, help="seed of rollouts and segment sampling (default: 0)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,13 @@ class TrainConfig(Strict):
 class PreferenceConfig(Strict):
     """Preference-based reward learning (PEBBLE for SAC/TD3, PrefPPO for PPO); defaults follow B-Pref."""
 
-    teacher: str = Field("oracle", description="B-Pref preset: oracle, noisy, mistake, skip, myopic, equal")
+    teacher: str = Field("oracle", description="B-Pref preset (oracle, noisy, mistake, skip, myopic, equal), or "
+                         "human: people label in the web page (`robotrl label RUN`)")
+    human_timeout: float = Field(600.0, gt=0, description="teacher human: seconds a round waits for its labels "
+                                 "before it trains on what it has and goes on")
+    task_description: str | None = Field(None, description="what the labeller should prefer (shown in the web page)")
+    record_states: bool = Field(False, description="store simulator states with segments so they can be shown as "
+                                "video later (always on for teacher human)")
     teacher_options: dict[str, float] = Field(default_factory=dict, description="override preset knobs: beta, "
                                               "gamma, eps_mistake, eps_skip, eps_equal")
     teacher_weights: dict[str, float] | None = Field(None, description="the teacher judges this weighted sum of "

@@ -8,12 +8,16 @@ critic must be reset. Phases, in env steps:
     then one round every `query_every` steps  sample candidates -> select queries -> teacher labels -> store ->
                                               train the reward ensemble -> relabel the replay buffer
 The first round uses uniform sampling (the ensemble is untrained) and, for off-policy agents, resets the critic.
+
+With `teacher: human` a round stores its queries and waits (at most `human_timeout` seconds) for people to answer
+them in the web page (`robotrl label RUN`), then trains on every label that has arrived, including late answers to
+earlier rounds. Until the first label arrives the agent keeps training on the state-entropy reward.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +37,16 @@ from robotrl.core.buffers import ReplayBuffer
 LABEL_STORE = "labels.sqlite"
 REWARD_MODEL = "reward_model.pt"
 SEGMENT_FIELDS = ("obs", "action", "next_obs", "env_reward", "components")
+HUMAN = "human"
+POLL_SECONDS = 0.5  # how often a waiting round looks for new labels
 
 
 def segments_from_buffer(buffer: ReplayBuffer, index: torch.Tensor, absorbing: torch.Tensor) -> Segments:
     """Gather [q, L] storage indices (and their absorbing mask) from a replay buffer into `Segments`."""
     s = buffer.storage
+    state = s["state"][index].double() if "state" in s else None
     return Segments(**{k: s[k][index] for k in SEGMENT_FIELDS}, episode=s["episode_id"][index[:, 0]],
-                    start=s["episode_step"][index[:, 0]], absorbing=absorbing)
+                    start=s["episode_step"][index[:, 0]], absorbing=absorbing, state=state)
 
 
 class PreferenceLoop:
@@ -53,18 +60,23 @@ class PreferenceLoop:
         self.run_dir, self.run_name = run_dir, run_name
         self.learning_starts, self.total_steps = learning_starts, total_steps
         self.max_episode_steps = max_episode_steps
+        self.human = c.teacher == HUMAN
+        if self.human and c.surf.enabled:
+            raise ConfigError("reward.preference: SURF's temporal cropping needs longer stored segments than people "
+                              "are shown; turn surf off for teacher human")
         if c.segment_length > max_episode_steps:
             raise ConfigError(f"reward.preference.segment_length={c.segment_length} is longer than an episode "
                               f"({max_episode_steps} steps) of {env_id}")
         try:
             self.model = RewardEnsemble(obs_shape, action_dim, c.model, discrete_actions).to(device)
             self.learner = RewardLearner(self.model, c.surf, seed)
-            self.teacher: ScriptedTeacher = make_teacher(
+            self.teacher: ScriptedTeacher | None = None if self.human else make_teacher(
                 c.teacher, component_names=component_names, component_weights=c.teacher_weights,
                 threshold_quirk=c.threshold_quirk, **c.teacher_options)
             self.schedule = FeedbackSchedule(c.queries_per_round, c.schedule)
         except ValueError as err:
-            raise ConfigError(f"reward.preference: {err}") from None
+            people = f" (or {HUMAN!r} for labels from people)" if "teacher" in str(err) else ""
+            raise ConfigError(f"reward.preference: {err}{people}") from None
         self.oracle = make_teacher("oracle", component_names=component_names, component_weights=c.teacher_weights)
         self.budget = LabelBudget(c.budget)
         self.entropy = StateEntropyReward(c.entropy_k)
@@ -73,7 +85,7 @@ class PreferenceLoop:
         self.store_meta = {"env_id": env_id, "obs_shape": obs_shape, "action_dim": stored_action_dim,
                            "component_names": list(component_names)}
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = LabelStore(run_dir / LABEL_STORE, **self.store_meta)
+        self.store = LabelStore(run_dir / LABEL_STORE, **self.store_meta, task_description=c.task_description)
         self.rng = np.random.default_rng(seed + 7)
         self.generator = torch.Generator(device=device).manual_seed(seed + 11)
         self.rounds = 0
@@ -93,7 +105,12 @@ class PreferenceLoop:
 
     def unsupervised(self, step: int) -> bool:
         """True while the agent should train on the state-entropy reward (before the first reward is learned)."""
-        return self.rounds == 0 and step < self.first_round_step
+        return step < self.first_round_step if self.rounds == 0 else not self.has_reward
+
+    @property
+    def has_reward(self) -> bool:
+        """Whether the reward model has been trained on any label yet (people may not have answered)."""
+        return len(self.learner) > 0
 
     def round_due(self, step: int) -> bool:
         if self.budget.remaining <= 0:
@@ -108,8 +125,9 @@ class PreferenceLoop:
 
     # ---------------------------------------------------------------------------------------------- round
     def run_round(self, step: int, buffer: ReplayBuffer, stride: int, recent_returns: Sequence[float],
-                  recent: int | None = None) -> dict[str, float]:
-        """One feedback round; returns metrics to log. The caller relabels its replay buffer afterwards."""
+                  recent: int | None = None, status: Callable[[str | None], None] | None = None) -> dict[str, float]:
+        """One feedback round; returns metrics to log. The caller relabels its replay buffer afterwards (if
+        `has_reward`). `status` receives progress text while the round waits for people."""
         c = self.config
         started = time.perf_counter()
         first = self.rounds == 0
@@ -126,27 +144,24 @@ class PreferenceLoop:
         left, right = left[chosen], right[chosen]
         shown_left, shown_right = (left.crop(window, c.segment_length), right.crop(window, c.segment_length)) \
             if window else (left, right)
-        self.teacher.observe_returns(list(recent_returns), c.segment_length, self.max_episode_steps)
-        labels = self.teacher.label(shown_left.to("cpu"), shown_right.to("cpu"), self.rng)
-        query_ids = self._store(shown_left, shown_right, labels, sampler)
-        self.known_queries.update(query_ids)
-        features = query_features(shown_left, shown_right)
-        self.labelled_features = features if self.labelled_features is None else \
-            torch.cat([self.labelled_features, features])
-        train_mask = np.ones(len(labels), dtype=bool)
-        if c.holdout_fraction > 0:
-            train_mask = self.rng.random(len(labels)) >= c.holdout_fraction
-            if (~train_mask).any():
-                keep = ~train_mask
-                self.holdout.append((shown_left[keep], shown_right[keep], labels[keep]))
-        self.learner.add_labels(left[train_mask], right[train_mask], labels[train_mask])
+        if self.human:
+            query_ids = self._store(shown_left, shown_right, None, sampler)
+            self._wait_for_people(query_ids, status)
+            left, right, labels, query_ids = self._new_store_labels()
+            shown_left, shown_right = left, right
+        else:
+            assert self.teacher is not None
+            self.teacher.observe_returns(list(recent_returns), c.segment_length, self.max_episode_steps)
+            labels = self.teacher.label(shown_left.to("cpu"), shown_right.to("cpu"), self.rng)
+            query_ids = self._store(shown_left, shown_right, labels, sampler)
+        self._add_labelled(left, right, shown_left, shown_right, labels, query_ids)
         if c.surf.enabled and c.surf.unlabeled_ratio > 0:
             self.learner.add_unlabelled(*self._pairs(buffer, num * c.surf.unlabeled_ratio, stored_length, stride,
                                                      recent))
         metrics: dict[str, float] = {}
         if len(self.learner):
             metrics.update({f"reward/{k}": v for k, v in self.learner.train().items()})
-        self.model.fit_output_stats(self._recent_transitions(buffer, 10_000))
+            self.model.fit_output_stats(self._recent_transitions(buffer, 10_000))
         self.rounds += 1
         self.last_round_step = step
         self._count(labels)
@@ -158,17 +173,58 @@ class PreferenceLoop:
                         "time/reward_learning_s": self.seconds["reward_learning"]})
         return metrics
 
+    def _add_labelled(self, left: Segments, right: Segments, shown_left: Segments, shown_right: Segments,
+                      labels: np.ndarray, query_ids: Sequence[int]) -> None:
+        """Hand new labels to the learner (keeping `holdout_fraction` of them out to measure accuracy)."""
+        self.known_queries.update(int(q) for q in query_ids)
+        if len(labels) == 0:
+            return
+        features = query_features(shown_left, shown_right)
+        self.labelled_features = features if self.labelled_features is None else \
+            torch.cat([self.labelled_features, features])
+        train_mask = np.ones(len(labels), dtype=bool)
+        if self.config.holdout_fraction > 0:
+            train_mask = self.rng.random(len(labels)) >= self.config.holdout_fraction
+            if (~train_mask).any():
+                keep = ~train_mask
+                self.holdout.append((shown_left[keep], shown_right[keep], labels[keep]))
+        self.learner.add_labels(left[train_mask], right[train_mask], labels[train_mask])
+
+    def _wait_for_people(self, query_ids: Sequence[int], status: Callable[[str | None], None] | None) -> None:
+        """Block until every query of this round has an answer or `human_timeout` seconds pass (never forever)."""
+        asked = set(query_ids)
+        deadline = time.monotonic() + self.config.human_timeout
+        while True:
+            waiting = asked.intersection(self.store.pending_queries())
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                return
+            if status is not None:
+                status(f"waiting for labels: {len(asked) - len(waiting)}/{len(asked)} answered, {left:.0f} s left "
+                       f"(label with: robotrl label {self.run_dir})")
+            time.sleep(min(POLL_SECONDS, left))
+
+    def _new_store_labels(self) -> tuple[Segments, Segments, np.ndarray, list[int]]:
+        """Labelled pairs in the store whose queries this loop has not trained on yet (late or resumed ones)."""
+        pairs = self.store.labelled_pairs(include_skipped=True)
+        new = np.array([int(q) not in self.known_queries for q in pairs.query_ids], dtype=bool)
+        device = self.model.device
+        return (pairs.left[new].to(device), pairs.right[new].to(device), pairs.labels[new],
+                [int(q) for q in pairs.query_ids[new]])
+
     def _pairs(self, buffer: ReplayBuffer, count: int, length: int, stride: int, recent: int | None
                ) -> tuple[Segments, Segments]:
         segments = segments_from_buffer(buffer, *buffer.segment_indices(length, 2 * count, stride, self.generator,
                                                                          recent))
         return segments[:count], segments[count:]
 
-    def _store(self, left: Segments, right: Segments, labels: np.ndarray, sampler: str) -> list[int]:
+    def _store(self, left: Segments, right: Segments, labels: np.ndarray | None, sampler: str) -> list[int]:
+        """Store the pairs as queries, with the scripted teacher's labels when given."""
         left_ids = self.store.add_segments(left.to("cpu"), self.run_name)
         right_ids = self.store.add_segments(right.to("cpu"), self.run_name)
         query_ids = self.store.add_queries(left_ids, right_ids, round=self.rounds, sampler=sampler)
-        self.store.add_labels(query_ids, labels, labeller=f"teacher:{self.teacher.name}")
+        if labels is not None and self.teacher is not None:
+            self.store.add_labels(query_ids, labels, labeller=f"teacher:{self.teacher.name}")
         return query_ids
 
     def _count(self, labels: np.ndarray) -> None:
@@ -225,22 +281,21 @@ class PreferenceLoop:
         self.learner.add_labels(pairs.left.to(device), pairs.right.to(device), pairs.labels)
 
     def resync_from_store(self) -> int:
-        """After a resume: add labels the store holds but the checkpoint missed (a kill between the two writes)."""
-        pairs = self.store.labelled_pairs(include_skipped=True)
-        missing = np.array([q not in self.known_queries for q in pairs.query_ids], dtype=bool)
-        if not missing.any():
+        """After a resume: add labels the store holds but the checkpoint missed (a kill between the two writes,
+        or people who kept labelling while the run was down)."""
+        left, right, labels, query_ids = self._new_store_labels()
+        if not query_ids:
             return 0
-        device = self.model.device
-        left, right, labels = pairs.left[missing].to(device), pairs.right[missing].to(device), pairs.labels[missing]
         self.learner.add_labels(left, right, labels)
-        self.known_queries.update(int(q) for q in pairs.query_ids[missing])
-        self.budget.spent = min(self.budget.total, self.budget.spent + int(missing.sum()))
+        self.known_queries.update(query_ids)
+        if not self.human:  # people's queries were paid for when they were asked
+            self.budget.spent = min(self.budget.total, self.budget.spent + len(query_ids))
         self._count(labels)
-        return int(missing.sum())
+        return len(query_ids)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "learner": self.learner.state_dict(),
-                "teacher": self.teacher.state_dict(), "budget": self.budget.state_dict(),
+                "teacher": self.teacher.state_dict() if self.teacher else {}, "budget": self.budget.state_dict(),
                 "entropy": self.entropy.state_dict(), "rng": self.rng.bit_generator.state,
                 "generator": self.generator.get_state(), "rounds": self.rounds,
                 "last_round_step": self.last_round_step, "known_queries": sorted(self.known_queries),
@@ -250,7 +305,8 @@ class PreferenceLoop:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.learner.load_state_dict(state["learner"])
-        self.teacher.load_state_dict(state["teacher"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         self.budget.load_state_dict(state["budget"])
         self.entropy.load_state_dict(state["entropy"])
         self.rng.bit_generator.state = state["rng"]

@@ -1,5 +1,6 @@
-"""`robotrl reward train|info|export`: train a reward ensemble from an existing label store, inspect a store, export
-its queries and labels. `robotrl.cli` parses the arguments and calls the `cmd_*` functions here.
+"""`robotrl reward train|info|export|queries`: train a reward ensemble from an existing label store, inspect a store,
+export its queries and labels, add queries cut from saved trajectories (for offline labelling). `robotrl.cli`
+parses the arguments and calls the `cmd_*` functions here.
 
 A label store keeps discrete actions as one column (the action index), so its meta alone does not say whether actions
 are discrete: for a store of action width 1, `reward train` builds the env once (`envs.make(env_id).action_space`)
@@ -33,7 +34,7 @@ from robotrl.preference import LABEL_STORE, REWARD_MODEL
 KINDS = tuple(label.name.lower() for label in Label)
 EXPORT_FIELDS = ("label_id", "query_id", "left_segment", "left_run", "left_episode", "left_start", "left_length",
                  "right_segment", "right_run", "right_episode", "right_start", "right_length", "label", "labeller",
-                 "created", "latest")
+                 "created", "latest", "retracted")
 
 
 def open_store(spec: str | Path) -> LabelStore:
@@ -223,14 +224,14 @@ def segment_refs(store: LabelStore) -> dict[int, tuple[str, int, int, int]]:
 
 
 def export_rows(store: LabelStore) -> list[dict[str, Any]]:
-    """One row per stored label (relabels included; `latest` marks the one that counts for its query and labeller),
-    then one row per pending query with empty label fields."""
+    """One row per stored label (relabels and undone labels included; `latest` marks the one that counts for its
+    query and labeller, `retracted` the undone ones), then one row per pending query with empty label fields."""
     records = store.labels()
     pending = store.pending_queries()
     query_ids = sorted({r.query_id for r in records} | set(pending))
     pairs = dict(zip(query_ids, store.query_segments(query_ids), strict=True))
     refs = segment_refs(store)
-    latest = {(r.query_id, r.labeller): r.id for r in records}
+    latest = {(r.query_id, r.labeller): r.id for r in records if not r.retracted}
 
     def row(query: int, record: LabelRecord | None) -> dict[str, Any]:
         out: dict[str, Any] = {"label_id": record.id if record else None, "query_id": query}
@@ -240,7 +241,8 @@ def export_rows(store: LabelStore) -> list[dict[str, Any]]:
                         f"{side}_start": start, f"{side}_length": length})
         out.update({"label": record.label.name.lower() if record else None,
                     "labeller": record.labeller if record else None, "created": record.created if record else None,
-                    "latest": latest[(query, record.labeller)] == record.id if record else None})
+                    "latest": latest.get((query, record.labeller)) == record.id if record else None,
+                    "retracted": record.retracted if record else None})
         return out
 
     return [row(r.query_id, r) for r in records] + [row(q, None) for q in pending]
@@ -249,9 +251,15 @@ def export_rows(store: LabelStore) -> list[dict[str, Any]]:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a store's queries and labels as JSON or CSV to a file or stdout."""
     with open_store(args.db) as store:
-        rows = export_rows(store)
-        info = store_info(store)
-    if args.format == "json":
+        write_export(store, args.format, args.out)
+    return 0
+
+
+def write_export(store: LabelStore, format: str, out_path: str | None) -> None:
+    """Write `export_rows` of a store as JSON (with the store's meta) or CSV to a file, or stdout for None/'-'."""
+    rows = export_rows(store)
+    info = store_info(store)
+    if format == "json":
         text = json.dumps({"label_store": info["path"], "meta": info["meta"], "rows": rows}, indent=1) + "\n"
     else:
         buffer = io.StringIO()
@@ -259,12 +267,41 @@ def cmd_export(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    if args.out in (None, "-"):
+    if out_path in (None, "-"):
         sys.stdout.write(text)
-        return 0
-    out = Path(args.out)
+        return
+    out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     labelled = sum(r["label"] is not None for r in rows)
     print(f"exported {labelled} labels and {len(rows) - labelled} pending queries to {out}")
+
+
+def cmd_queries(args: argparse.Namespace) -> int:
+    """Add uniform query pairs from a run (buffer or rollouts) or a dataset to a label store, for offline labelling."""
+    from robotrl import offline_queries as oq
+
+    source = Path(args.source)
+    stride = 1
+    if source.is_dir():
+        if args.rollouts:
+            config, buffer = oq.buffer_from_rollouts(source, args.rollouts, args.seed, args.deterministic)
+        else:
+            config, buffer, stride = oq.buffer_from_run(source)
+        env_id, kwargs, run = config.env.id, config.env.kwargs, source.name
+    elif source.suffix == ".npz" and source.exists():
+        if args.env is None:
+            raise ValueError("a .npz dataset needs --env ENV_ID (the task it was recorded on)")
+        env_id, kwargs, run = args.env, {}, source.stem
+        buffer = oq.buffer_from_dataset(source, env_id)
+    else:
+        raise FileNotFoundError(f"{source} is neither a run directory nor an existing .npz dataset")
+    adapter, names, obs_shape = oq.task_layout(env_id, kwargs)
+    out = Path(args.out)
+    with LabelStore(out, env_id=env_id, obs_shape=obs_shape, action_dim=adapter.stored_dim, component_names=names,
+                    task_description=args.task) as store:
+        queries = oq.write_queries(buffer, store, args.count, args.segment_length, args.seed, run, stride)
+        pending = len(store.pending_queries())
+    print(f"added {len(queries)} queries of {args.segment_length}-step segments from {source} to {out} "
+          f"({pending} pending); label them with: robotrl label {out}")
     return 0

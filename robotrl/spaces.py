@@ -32,6 +32,14 @@ class ActionAdapter:
         """Width of an action as stored in buffers."""
         return 1 if self.discrete else self.action_dim
 
+    def from_env(self, action: np.ndarray) -> np.ndarray:
+        """A batch of env actions -> stored agent actions [n, stored_dim]: the inverse of `to_env` (for datasets)."""
+        action = np.asarray(action, dtype=np.float32)
+        if self.discrete:
+            return action.reshape(-1, 1)
+        assert self.low is not None and self.high is not None
+        return np.clip((action - self.low) / (self.high - self.low) * 2.0 - 1.0, -1.0, 1.0)
+
     def to_env(self, action: np.ndarray) -> np.ndarray:
         """Agent action(s) -> env action(s): clip to [-1, 1] and rescale to [low, high], or take the integer index."""
         if self.discrete:

@@ -103,9 +103,14 @@ class Trainer:
         set_torch_threads(config.train.torch_threads)
         self.device = resolve_device(config.device)
         ckpt.seed_everything(config.seed)
+        pref = config.reward.preference
+        self.state_dim = 0
+        record_state = config.reward.source == "preference" and (pref.record_states or pref.teacher == "human")
         try:
+            if record_state:
+                self.state_dim = simulator_state_size(config)
             self.vec = envs.make_vec(config.env.id, config.env.num_envs, seed=config.seed,
-                                     vectorization=config.env.vectorization,
+                                     vectorization=config.env.vectorization, record_state=record_state,
                                      max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
         except TypeError as err:  # a constructor kwarg the env does not take
             raise ConfigError(f"env.kwargs: {err}") from None
@@ -139,7 +144,7 @@ class Trainer:
         if not self.agent.on_policy or self.preference is not None:  # PrefPPO keeps recent steps for segments
             capacity = config.reward.preference.segment_pool if self.agent.on_policy else config.algo.buffer_size
             self.buffer = ReplayBuffer(capacity, (self.obs_dim,), self.adapter.stored_dim,
-                                       len(self.component_names), self.device)
+                                       len(self.component_names), self.device, state_dim=self.state_dim)
         self.episode_ids = np.arange(config.env.num_envs, dtype=np.int64)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
@@ -307,11 +312,12 @@ class Trainer:
         """Ask for labels, retrain the reward, relabel the replay buffer (off-policy) and checkpoint."""
         pref, buffer = self.preference, self.buffer
         assert pref is not None and buffer is not None
-        first = pref.rounds == 0
+        first = not pref.has_reward
         self.progress.status(f"reward round {pref.rounds + 1}: labelling and training")
         recent = self.config.reward.preference.segment_pool if self.agent.on_policy else None
-        metrics = pref.run_round(self.step, buffer, self.config.env.num_envs, list(self.recent_returns), recent)
-        if relabel:
+        metrics = pref.run_round(self.step, buffer, self.config.env.num_envs, list(self.recent_returns), recent,
+                                 status=self.progress.status)
+        if relabel and pref.has_reward:
             started = time.perf_counter()
             buffer.relabel(pref.reward_source)
             pref.seconds["relabel"] += time.perf_counter() - started
@@ -395,9 +401,10 @@ class Trainer:
                     info: dict[str, Any]) -> None:
         """Append one vector step to the replay buffer (or PrefPPO's segment pool) with its episode bookkeeping."""
         assert self.buffer is not None
+        extra = {"state": info["state"]} if "state" in info else {}
         self.buffer.add(obs=obs, action=action, next_obs=next_obs, reward=reward, env_reward=env_reward,
                         components=info["reward_components"], terminated=terminated, truncated=truncated,
-                        episode_step=self.episode_step, episode_id=self.episode_ids)
+                        episode_step=self.episode_step, episode_id=self.episode_ids, **extra)
 
     def _pool_step(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: torch.Tensor,
                    env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]
@@ -410,6 +417,19 @@ class Trainer:
             states = torch.as_tensor(next_obs, dtype=torch.float32, device=self.device)
             return pref.intrinsic_rewards(states, buffer)
         return reward
+
+
+def simulator_state_size(config: RunConfig) -> int:
+    """Length of the env's simulator state vector (see `envs.state`), from one throwaway env."""
+    env = envs.make(config.env.id, render_mode=None, **config.env.kwargs)
+    try:
+        if not envs.supports_state(env):
+            raise ConfigError(f"{config.env.id} cannot record simulator states, so its segments cannot be shown to "
+                              f"people; use a scripted teacher or set reward.preference.record_states=false")
+        env.reset(seed=0)
+        return len(envs.get_state(env))
+    finally:
+        env.close()
 
 
 def _raise_stop(signum: int, frame: object) -> None:

@@ -41,6 +41,7 @@ class ReplayBuffer:
         num_components: int = 0,
         device: torch.device | str = "cpu",
         obs_dtype: torch.dtype = torch.float32,
+        state_dim: int = 0,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"replay buffer capacity must be positive, got {capacity}")
@@ -62,6 +63,8 @@ class ReplayBuffer:
             "episode_step": torch.zeros(capacity, dtype=torch.int64, device=self.device),
             "episode_id": torch.full((capacity,), -1, dtype=torch.int64, device=self.device),
         }
+        if state_dim:  # simulator state after each step, to re-render stored segments for people to label
+            self.storage["state"] = torch.zeros((capacity, state_dim), **f32)
 
     def __len__(self) -> int:
         return self.size

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reward_learning.label_store import LabelStore, LabelStoreMismatch
+from reward_learning.label_store import SCHEMA_VERSION, DuplicateLabel, LabelStore, LabelStoreMismatch, MissingStates
 from reward_learning.segments import Label, Segments
 
 OBS, ACT, COMPONENTS, L = (3,), 2, ("progress", "effort"), 5
@@ -69,7 +69,7 @@ def test_round_trip_through_a_reopened_store(tmp_path):
     with LabelStore.open(path) as opened:  # no expectations: task and shapes come from the stored meta
         meta = opened.meta
         assert (meta["env_id"], meta["obs_shape"], meta["action_dim"]) == ("Toy-v0", OBS, ACT)
-        assert meta["component_names"] == COMPONENTS and meta["schema_version"] == 1
+        assert meta["component_names"] == COMPONENTS and meta["schema_version"] == SCHEMA_VERSION
         assert opened.labelled_pairs().labels.tolist() == labels.tolist()
 
 
@@ -265,3 +265,93 @@ def test_max_episode_per_run(tmp_path):
     with store:
         assert store.max_episode("run-a") == 1
         assert store.max_episode("other") == -1
+
+
+def with_states(segs: Segments, seed: int) -> Segments:
+    """The same slices with a made-up simulator state per step (a function of episode and step, as a sim's is)."""
+    steps = segs.start[:, None] + torch.arange(segs.length)[None, :]
+    state = torch.stack([steps.double(), segs.episode[:, None].expand_as(steps).double() + seed], -1)
+    return Segments(**{k: getattr(segs, k) for k in ("obs", "action", "next_obs", "env_reward", "components",
+                                                      "episode", "start", "absorbing")}, state=state)
+
+
+def test_simulator_states_round_trip_and_missing_states_are_named(tmp_path):
+    store = LabelStore(tmp_path / "s.sqlite", **TASK)
+    segs = with_states(slices(episode(20, 0), 0, [0, 7]), seed=0.5)
+    segs.absorbing[1, 3:] = True  # the second slice ends after 3 real steps
+    ids = store.add_segments(segs, run="r")
+    assert torch.equal(store.segments(ids).state[0], segs.state[0])
+    states = store.segment_states(ids[1])
+    assert states.shape == (3, 2) and states[:, 0].tolist() == [7.0, 8.0, 9.0]  # real steps only
+    assert store.segment_info(ids[1]).absorbing == 2
+    plain = store.add_segments(slices(episode(20, 1), 1, [0]), run="r")  # recorded without states
+    assert store.segments(plain).state.shape == (1, L, 0)
+    with pytest.raises(MissingStates, match="no simulator states"):
+        store.segment_states(plain[0])
+    with pytest.raises(ValueError, match="unknown segment id 99"):
+        store.segment_info(99)
+
+
+def test_label_once_undo_and_pending_per_labeller(tmp_path):
+    store, _, queries = filled_store(tmp_path / "s.sqlite")
+    first = store.add_label_once(queries[0], "left", "web:alice")
+    with pytest.raises(DuplicateLabel):
+        store.add_label_once(queries[0], "right", "web:alice")
+    store.add_label_once(queries[0], "right", "web:bob")  # another person may answer the same query
+    store.add_label_once(queries[1], "skip", "web:alice")
+    with pytest.raises(ValueError, match="unknown query"):
+        store.add_label_once(999, "left", "web:alice")
+    with pytest.raises(ValueError, match="unknown preference label"):
+        store.add_label_once(queries[2], "maybe", "web:alice")
+    assert store.pending_queries("web:alice") == [queries[2]]
+
+    undone = store.retract_last("web:alice")  # the skip goes, the earlier answer stays
+    assert (undone.query_id, undone.label) == (queries[1], Label.SKIP)
+    assert store.pending_queries("web:alice") == queries[1:]
+    assert store.retract_last("web:alice").id == first
+    assert store.retract_last("web:alice") is None
+    assert store.pending_queries("web:alice") == queries and store.pending_queries("web:bob") == queries[1:]
+    assert store.add_label_once(queries[0], "equal", "web:alice") > first  # answerable again after the undo
+    pairs = store.labelled_pairs(labeller="web:alice")
+    assert pairs.query_ids.tolist() == [queries[0]] and pairs.labels.tolist() == [Label.EQUAL]
+    counts = store.counts()
+    assert counts["retracted"] == 2 and counts["labels"] == 4 and counts["labelled_queries"] == 1
+    with sqlite3.connect(store.path) as con, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        con.execute("DELETE FROM retractions")
+
+
+def test_annotator_agreement_kappa_and_task_description(tmp_path):
+    store = LabelStore(tmp_path / "s.sqlite", **TASK, task_description="prefer running forward")
+    segs = slices(episode(40, 0), 0, [0, 5, 10, 15, 20, 25, 30, 35])
+    ids = store.add_segments(segs, run="r")
+    queries = store.add_queries(ids[:4], ids[4:], round=2, sampler="disagreement")
+    store.add_labels(queries, ["left", "left", "right", "skip"], "web:a")
+    store.add_labels(queries, ["left", "right", "right", "left"], "web:b")
+    summary = store.annotator_summary()
+    assert summary["annotators"]["web:a"] == {"labels": 4, "left": 2, "right": 1, "equal": 0, "skip": 1}
+    (pair,) = summary["pairs"]
+    # shared non-skipped answers: a = L L R, b = L R R -> agree 2/3; chance = (2/3)(1/3) + (1/3)(2/3) = 4/9
+    assert pair["shared"] == 3 and pair["agreement"] == pytest.approx(2 / 3)
+    assert pair["kappa"] == pytest.approx((2 / 3 - 4 / 9) / (1 - 4 / 9))
+    store.close()
+    with LabelStore.open(tmp_path / "s.sqlite") as again:
+        assert again.meta["task_description"] == "prefer running forward"
+
+
+def test_version_1_store_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.sqlite"
+    store, _, queries = filled_store(path)
+    store.add_labels(queries[:1], ["left"], "scripted:oracle")
+    store.close()
+    with closing(sqlite3.connect(path)) as con:  # turn it into what a version-1 store looked like
+        for trigger in ("retractions_no_update", "retractions_no_delete"):
+            con.execute(f"DROP TRIGGER {trigger}")
+        con.execute("DROP TABLE retractions")
+        con.execute("ALTER TABLE steps DROP COLUMN state")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        con.commit()
+    with LabelStore(path, **TASK) as upgraded:
+        assert upgraded.meta["schema_version"] == SCHEMA_VERSION
+        assert upgraded.labelled_pairs().labels.tolist() == [Label.LEFT]
+        assert upgraded.retract_last("scripted:oracle").query_id == queries[0]
+        assert upgraded.pending_queries() == queries

@@ -41,7 +41,8 @@ def test_pebble_phases_budget_store_relabel_and_critic_reset(tiny_config, tmp_pa
     monkeypatch.setattr(pref, "intrinsic_rewards",
                         lambda *a: (calls["intrinsic_steps"].append(trainer.step), intrinsic(*a))[1])
     run_round = pref.run_round
-    monkeypatch.setattr(pref, "run_round", lambda step, *a: (calls["rounds"].append(step), run_round(step, *a))[1])
+    monkeypatch.setattr(pref, "run_round",
+                        lambda step, *a, **k: (calls["rounds"].append(step), run_round(step, *a, **k))[1])
     trainer.train()
 
     # phases: random until 100, state entropy in [100, 200), then rounds every 100 steps until the budget is spent

@@ -1,0 +1,135 @@
+"""Offline labelling: sample query pairs from saved trajectories into a label store, for people to label in the web
+page (`robotrl label`) and `robotrl reward train` to learn from afterwards.
+
+Trajectories come from a run's replay buffer (when the run recorded simulator states), from fresh rollouts of a
+run's policy, or from an offline dataset (.npz with D4RL-style keys plus the simulator states). All three are loaded
+into a `ReplayBuffer`, so segments are cut exactly as during training (`ReplayBuffer.segment_indices`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import envs
+from reward_learning.label_store import LabelStore
+from robotrl.config import RunConfig, load_config
+from robotrl.core import checkpoint as ckpt
+from robotrl.core.buffers import ReplayBuffer
+from robotrl.preference import segments_from_buffer
+from robotrl.spaces import ActionAdapter
+from robotrl.trainer import CHECKPOINT
+
+DATASET_KEYS = ("observations", "actions", "rewards", "terminals", "states")  # required; optional: timeouts,
+# next_observations, reward_components
+
+
+def task_layout(env_id: str, kwargs: dict | None = None) -> tuple[ActionAdapter, list[str], tuple[int, ...]]:
+    """Action adapter, reward component names and observation shape of an env id."""
+    env = envs.make(env_id, render_mode=None, **(kwargs or {}))
+    try:
+        return (ActionAdapter.from_space(env.action_space), [c.name for c in env.reward_spec],
+                tuple(env.observation_space.shape))
+    finally:
+        env.close()
+
+
+def empty_buffer(capacity: int, obs_shape: tuple[int, ...], adapter: ActionAdapter, components: int,
+                 state_dim: int) -> ReplayBuffer:
+    return ReplayBuffer(capacity, obs_shape, adapter.stored_dim, components, "cpu", state_dim=state_dim)
+
+
+def buffer_from_run(run_dir: Path) -> tuple[RunConfig, ReplayBuffer, int]:
+    """The replay buffer saved in a run's checkpoint, with the step stride of its vector envs."""
+    config = load_config(run_dir / "config.yaml")
+    state = ckpt.load(run_dir / CHECKPOINT, torch.device("cpu"))
+    if "buffer" not in state:
+        raise ValueError(f"{run_dir}'s checkpoint holds no replay buffer (on-policy runs keep none); use --rollouts")
+    storage = state["buffer"]["storage"]
+    if "state" not in storage:
+        raise ValueError(f"{run_dir} did not record simulator states, so its stored steps cannot be shown as video; "
+                         f"roll out its policy instead (--rollouts N), or train with reward.preference.record_states")
+    adapter, names, obs_shape = task_layout(config.env.id, config.env.kwargs)
+    buffer = empty_buffer(state["buffer"]["capacity"], obs_shape, adapter, len(names), storage["state"].shape[1])
+    buffer.load_state_dict(state["buffer"])
+    return config, buffer, config.env.num_envs
+
+
+def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic: bool = False
+                         ) -> tuple[RunConfig, ReplayBuffer]:
+    """`episodes` fresh episodes of a run's policy (stochastic by default, for varied segments), with states."""
+    from robotrl.policy import load_policy
+
+    policy = load_policy(run_dir, device="cpu")
+    config = policy.config
+    env = envs.make(config.env.id, render_mode=None, record_state=True, seed=seed,
+                    max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+    try:
+        env.reset()
+        state_dim = len(envs.get_state(env))
+        limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+        buffer = empty_buffer(episodes * limit, tuple(env.observation_space.shape), policy.adapter,
+                              len(env.reward_spec), state_dim)
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            for t in range(limit):
+                action = policy.agent.act(torch.as_tensor(obs, dtype=torch.float32)[None],
+                                          deterministic=deterministic).cpu().numpy()
+                next_obs, reward, terminated, truncated, info = env.step(policy.adapter.to_env(action)[0])
+                buffer.add(obs=obs[None], action=action, next_obs=next_obs[None], reward=[reward], env_reward=[reward],
+                           components=[list(info["reward_components"].values())], terminated=[terminated],
+                           truncated=[truncated], episode_step=[t], episode_id=[episode], state=info["state"][None])
+                obs = next_obs
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return config, buffer
+
+
+def buffer_from_dataset(path: Path, env_id: str) -> ReplayBuffer:
+    """An offline dataset (.npz): observations, actions (env units), rewards, terminals, states [N, d] (the simulator
+    state after each step, see `envs.state`), and optionally timeouts, next_observations, reward_components."""
+    with np.load(path) as data:
+        missing = [k for k in DATASET_KEYS if k not in data]
+        if missing:
+            hint = " (simulator states are needed to show segments as video)" if "states" in missing else ""
+            raise ValueError(f"dataset {path} lacks {missing}{hint}; it has {sorted(data.files)}")
+        arrays = {k: np.asarray(data[k]) for k in data.files}
+    n = len(arrays["observations"])
+    adapter, names, obs_shape = task_layout(env_id)
+    if tuple(arrays["observations"].shape[1:]) != obs_shape:
+        raise ValueError(f"dataset observations have shape {arrays['observations'].shape[1:]}, {env_id} has "
+                         f"{obs_shape}")
+    terminals = arrays["terminals"].astype(bool)
+    ends = terminals | arrays.get("timeouts", np.zeros(n, bool)).astype(bool)
+    ends[-1] = True
+    episode_id = np.concatenate([[0], np.cumsum(ends[:-1])])
+    first = np.concatenate([[True], ends[:-1]])
+    starts = np.flatnonzero(first)
+    episode_step = np.arange(n) - starts[episode_id]
+    if "next_observations" in arrays:
+        next_obs = arrays["next_observations"]
+    else:  # the next row's observation; the dataset's very last step has none and is dropped
+        next_obs = np.concatenate([arrays["observations"][1:], arrays["observations"][-1:]])
+        n -= 1
+    components = arrays.get("reward_components", np.full((len(terminals), len(names)), np.nan, np.float32))
+    buffer = empty_buffer(n, obs_shape, adapter, len(names), arrays["states"].shape[1])
+    rewards = arrays["rewards"].astype(np.float32)
+    buffer.add(obs=arrays["observations"][:n], action=adapter.from_env(arrays["actions"][:n]),
+               next_obs=next_obs[:n], reward=rewards[:n], env_reward=rewards[:n], components=components[:n],
+               terminated=terminals[:n], truncated=(ends & ~terminals)[:n], episode_step=episode_step[:n],
+               episode_id=episode_id[:n], state=arrays["states"][:n])
+    return buffer
+
+
+def write_queries(buffer: ReplayBuffer, store: LabelStore, count: int, length: int, seed: int, run: str,
+                  stride: int = 1) -> list[int]:
+    """Sample `count` uniform pairs of `length`-step segments from `buffer` into `store`; returns the query ids."""
+    generator = torch.Generator().manual_seed(seed)
+    segments = segments_from_buffer(buffer, *buffer.segment_indices(length, 2 * count, stride, generator))
+    left_ids = store.add_segments(segments[:count], run)
+    right_ids = store.add_segments(segments[count:], run)
+    return store.add_queries(left_ids, right_ids, round=0, sampler="uniform")
