@@ -1,6 +1,7 @@
 """A screenshot of the labelling page for the docs: HalfCheetah-v5 segments from a short random rollout, served by
 `LabelServer` and shown in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) with both videos
-playing, after one query has been answered.
+playing, after one query has been answered. The videos use the server's default camera, which for HalfCheetah-v5 is
+"track" (it follows the cheetah), and the library's default (fast) GL quality.
 
     python benchmarks/label_page_screenshot.py --out docs/labelling.png
 """
@@ -52,8 +53,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "labelling.png")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--camera", default=None, help="MuJoCo camera for the videos, e.g. track (default: the "
-                                                         "server's)")
+    parser.add_argument("--camera", default=None, help="MuJoCo camera for the videos (default: the server's, "
+                                                         "track for HalfCheetah-v5)")
     args = parser.parse_args()
     print(f"wrote {screenshot(args.out, args.width, args.height, camera=args.camera)}")
 

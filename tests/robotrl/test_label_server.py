@@ -345,3 +345,39 @@ def test_cli_stats_and_export(store_path, client, tmp_path, capsys):
     assert main(["label", str(run_dir), "--export", str(tmp_path / "labels.txt")]) == 2
     assert main(["label", str(tmp_path / "missing"), "--stats"]) == 2
     assert "no label store" in capsys.readouterr().err
+
+
+def test_a_killed_server_loses_no_confirmed_label(store_path, tmp_path):
+    """`robotrl label` in its own process, SIGKILLed right after answering: every 201 is in the store."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "label", str(store_path), "--port", str(port),
+                               "--width", "64", "--height", "64"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # wait until it listens
+            try:
+                urllib.request.urlopen(base + "/api/stats", timeout=2).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        confirmed = []
+        for label in ("left", "right", "equal"):
+            with urllib.request.urlopen(base + "/api/next?annotator=kim", timeout=10) as response:
+                query = json.load(response)["query"]
+            body = json.dumps({"query": query["id"], "label": label, "annotator": "kim", "ticket": query["ticket"]})
+            request = urllib.request.Request(base + "/api/label", body.encode(), {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 201
+            confirmed.append((query["id"], label, "web:kim"))
+    finally:
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    assert label_rows(store_path) == confirmed
