@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from reward_learning.normalizers import RunningMeanStd
+
 
 class StateEntropyReward:
     """kNN particle estimate of state entropy, normalised by a running std of the raw estimates."""
@@ -16,7 +18,7 @@ class StateEntropyReward:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k, self.chunk_size = k, chunk_size
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.stats = RunningMeanStd((), prior_count=0.0)
 
     @torch.no_grad()
     def knn_distance(self, states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -41,23 +43,13 @@ class StateEntropyReward:
     def __call__(self, states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Normalised intrinsic rewards for `states`; updates the running std with their raw estimates."""
         raw = self.knn_distance(states, reference)
-        self._update(raw)
-        std = (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
-        return raw / max(std, 1e-8)
+        self.stats.update(raw)
+        if self.stats.count < 2:  # one estimate has no spread yet
+            return raw
+        return raw / self.stats.var.sqrt().clamp_min(1e-8).to(raw)
 
-    def _update(self, x: torch.Tensor) -> None:
-        """Chan et al. parallel update of the running mean and variance."""
-        n = x.numel()
-        batch_mean = float(x.mean())
-        batch_m2 = float(((x - batch_mean) ** 2).sum())
-        total = self.count + n
-        delta = batch_mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += batch_m2 + delta**2 * self.count * n / total
-        self.count = total
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.stats.state_dict()
 
-    def state_dict(self) -> dict[str, float]:
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats.load_state_dict(state)

@@ -19,7 +19,8 @@ from torch import nn
 from reward_learning.networks import EnsembleMLP, mlp
 from reward_learning.sources import RewardSource, Transitions
 
-InputKind = Literal["obs_action", "obs_action_next_obs", "obs", "next_obs", "obs_next_obs"]
+InputKind = Literal["obs_action", "obs_action_next_obs", "obs", "next_obs", "obs_next_obs", "obs_action_components"]
+"""What a reward network sees; "obs_action_components" adds the env's raw reward components (HERON's factors)."""
 
 
 class RewardModelConfig(BaseModel):
@@ -85,16 +86,22 @@ class RewardEnsemble(nn.Module):
 
     Inputs arrive as a dict of tensors with any leading shape (`[N]` transitions or `[q, L]` segments). With
     `per_member=True` every field carries an extra leading ensemble axis so each member can see its own batch.
+    `component_dim` is the number of reward components, needed when the inputs include them.
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_dim: int, config: RewardModelConfig | None = None,
-                 discrete_actions: bool = False) -> None:
+                 discrete_actions: bool = False, component_dim: int = 0) -> None:
         super().__init__()
         self.config = c = config or RewardModelConfig()
         self.obs_shape, self.action_dim, self.discrete_actions = tuple(obs_shape), action_dim, discrete_actions
+        self.component_dim = component_dim
         self.fields: tuple[str, ...] = {"obs_action": ("obs", "action"), "obs": ("obs",), "next_obs": ("next_obs",),
                                         "obs_action_next_obs": ("obs", "action", "next_obs"),
-                                        "obs_next_obs": ("obs", "next_obs")}[c.inputs]
+                                        "obs_next_obs": ("obs", "next_obs"),
+                                        "obs_action_components": ("obs", "action", "components")}[c.inputs]
+        if "components" in self.fields and (component_dim < 1 or c.encoder == "cnn"):
+            raise ValueError(f"inputs {c.inputs} need the MLP encoder and the env's reward components "
+                             f"(component_dim={component_dim}); use another model.inputs for envs without them")
         self.size = c.ensemble_size
         uses_action = "action" in self.fields
         if c.encoder == "cnn":
@@ -112,7 +119,8 @@ class RewardEnsemble(nn.Module):
                 raise ValueError(f"the MLP reward model needs flat observations, got shape {self.obs_shape}; "
                                  "use encoder: cnn for channel-first images")
             obs_dim = self.obs_shape[0]
-            in_dim = sum(obs_dim if f != "action" else action_dim for f in self.fields)
+            widths = {"action": action_dim, "components": component_dim}
+            in_dim = sum(widths.get(f, obs_dim) for f in self.fields)
             self.net = EnsembleMLP(self.size, in_dim, c.hidden_sizes, 1, c.activation)
             self.register_buffer("in_mean", torch.zeros(in_dim))
             self.register_buffer("in_std", torch.ones(in_dim))
@@ -255,7 +263,7 @@ class RewardEnsemble(nn.Module):
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"format": "robotrl-reward-ensemble/1", "config": self.config.model_dump(),
                     "obs_shape": list(self.obs_shape), "action_dim": self.action_dim,
-                    "discrete_actions": self.discrete_actions,
+                    "discrete_actions": self.discrete_actions, "component_dim": self.component_dim,
                     "state_dict": {k: v.cpu() for k, v in self.state_dict().items()}}, tmp)
         tmp.replace(path)
 
@@ -272,7 +280,7 @@ class RewardEnsemble(nn.Module):
         if not isinstance(data, dict) or data.get("format") != "robotrl-reward-ensemble/1":
             raise ValueError(f"{path} is not a robotrl reward model (written by RewardEnsemble.save)")
         model = cls(tuple(data["obs_shape"]), data["action_dim"], RewardModelConfig(**data["config"]),
-                    data["discrete_actions"])
+                    data["discrete_actions"], data.get("component_dim", 0))
         state = data["state_dict"]
         state.setdefault("absorbing_logit", torch.zeros(model.size))  # files from before the absorbing offset
         if float(state.pop("out_mean", 0.0)) != 0.0:  # files from when output normalisation also shifted

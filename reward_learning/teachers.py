@@ -25,6 +25,7 @@ class Teacher(ABC):
     """Anyone who labels queries. `label` returns one `Label` code per query, SKIP included (skips are not dropped)."""
 
     name: str = "teacher"
+    wants_candidates: bool = False  # whether `observe_candidates` should be called (it costs a copy of the pool)
 
     @abstractmethod
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
@@ -34,6 +35,10 @@ class Teacher(ABC):
         self, episode_returns: Sequence[float], segment_length: int, max_episode_steps: int
     ) -> None:
         """Tell the teacher the latest true episode returns before a feedback round (used by adaptive thresholds)."""
+
+    def observe_candidates(self, candidates: Segments) -> None:  # noqa: B027 - optional hook, like observe_returns
+        """Show the teacher the round's candidate segments, from which the queries are picked (HERON's margins are
+        relative to their spread)."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to keep labelling the same way (JSON-able)."""

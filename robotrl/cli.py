@@ -16,6 +16,7 @@ EPILOG = """examples:
   robotrl envs
   robotrl reward info runs/pendulum-pebble-20261123-142200
   robotrl reward train --labels runs/pendulum-pebble-20261123-142200/labels.sqlite model.hidden_sizes=[64,64]
+  robotrl reward compare --env Reacher-v5 env components:distance=-1 negated:env random
   robotrl label runs/pendulum-pebble-20261123-142200
 """
 
@@ -96,10 +97,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_reward(args: argparse.Namespace) -> int:
-    from robotrl import reward_cli
+    from robotrl import compare_cli, reward_cli
 
     commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
-                "queries": reward_cli.cmd_queries}
+                "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare}
     return commands[args.reward_command](args)
 
 
@@ -326,6 +327,39 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default=None, metavar="ENV_ID", help="the task of a .npz dataset")
     p.add_argument("--task", default=None, metavar="TEXT", help="what labellers should prefer (shown in the page)")
     p.add_argument("--seed", type=int, default=0, help="seed of rollouts and segment sampling (default: 0)")
+
+    p = commands.add_parser(
+        "compare", help="distances between reward sources (STARC-VAL or EPIC): a table and a heatmap",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Estimate pairwise distances between reward sources on transitions of an env: 0 for rewards that\n"
+        "differ only by potential shaping or positive scale (or, for starc_val, S'-redistribution), 1 for R and -R.\n"
+        "Prints the distance matrix and writes a heatmap PNG. starc_val fits a value function on the transitions\n"
+        "and works for any source; epic evaluates each reward on (2N + M) * M made-up transitions, so it needs\n"
+        "rewards of obs/action/next_obs alone (reward models, random), not env or components.\n"
+        "SOURCE: env | components | components:name=w,... (signed weights on raw components) | negated:SOURCE |\n"
+        "random | PATH.pt (a saved reward model).",
+        epilog="examples:\n  robotrl reward compare --env Reacher-v5 env components:distance=-1 negated:env random\n"
+        "  robotrl reward compare --from-run runs/x env runs/x/reward_model.pt --bootstrap 100 --out x.png")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="reward sources to compare (at least two)")
+    p.add_argument("--env", default=None, metavar="ENV_ID", help="the task (default with --from-run: the run's)")
+    p.add_argument("--method", choices=("starc_val", "epic"), default="starc_val",
+                   help="starc_val (default) or epic")
+    p.add_argument("--samples", type=_positive_int, default=10000, metavar="N",
+                   help="transitions to estimate on (default: 10000; a random subset of a larger buffer)")
+    p.add_argument("--from-run", default=None, metavar="RUN",
+                   help="take transitions from this run's replay buffer (default: a random policy in --env)")
+    p.add_argument("--rollouts", type=_positive_int, default=None, metavar="N",
+                   help="roll out N whole episodes: of the --from-run run's policy, else of a random policy")
+    p.add_argument("--gamma", type=float, default=None, help="discount (default: the run's algo.gamma, else 0.99)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="bootstrap resamples for 95%% intervals (default: 0, none)")
+    p.add_argument("--mean-samples", type=_positive_int, default=512, metavar="M",
+                   help="epic: coverage samples per expectation (default: 512)")
+    p.add_argument("--out", default="reward_compare.png", metavar="PNG",
+                   help="heatmap path (default: reward_compare.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of rollouts, subsets and estimators (default: 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads (default: 1)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reward_learning.heron import HeronConfig, HeronTeacher
 from reward_learning.models import RewardModelConfig
 from reward_learning.preferences import SURFConfig
 from robotrl.agents import PPOConfig, SACConfig, TD3Config
@@ -51,8 +52,9 @@ class TrainConfig(Strict):
 class PreferenceConfig(Strict):
     """Preference-based reward learning (PEBBLE for SAC/TD3, PrefPPO for PPO); defaults follow B-Pref."""
 
-    teacher: str = Field("oracle", description="B-Pref preset (oracle, noisy, mistake, skip, myopic, equal), or "
-                         "human: people label in the web page (`robotrl label RUN`)")
+    teacher: str = Field("oracle", description="B-Pref preset (oracle, noisy, mistake, skip, myopic, equal), "
+                         "heron: HERON's ranking of reward components (see `heron`), or human: people label in "
+                         "the web page (`robotrl label RUN`)")
     human_timeout: float = Field(600.0, gt=0, description="teacher human: seconds a round waits for its labels "
                                  "before it trains on what it has and goes on")
     task_description: str | None = Field(None, description="what the labeller should prefer (shown in the web page)")
@@ -83,6 +85,22 @@ class PreferenceConfig(Strict):
     segment_pool: int = Field(100_000, gt=0, description="PrefPPO: recent transitions kept for segments")
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     surf: SURFConfig = Field(default_factory=SURFConfig)
+    heron: HeronConfig | None = Field(None, description="teacher heron: importance levels, margins, directions, "
+                                      "tie rule")
+
+    @model_validator(mode="after")
+    def _check_heron(self) -> PreferenceConfig:
+        heron = HeronTeacher.name
+        if self.teacher == heron and self.heron is None:
+            raise ValueError(f"teacher: {heron} needs a {heron}: section ranking the reward components (levels)")
+        if self.teacher != heron and self.heron is not None:
+            raise ValueError(f"the {heron}: section is only used with teacher: {heron} (teacher is {self.teacher})")
+        if self.heron is not None and self.teacher_options:
+            raise ValueError(f"teacher_options are B-Pref knobs; teacher {heron} takes its settings from {heron}:")
+        if self.heron is not None and self.heron.per_transition and self.segment_length != 1:
+            raise ValueError(f"{heron}.per_transition compares single transitions: set segment_length: 1 "
+                             f"(got {self.segment_length})")
+        return self
 
 
 class RewardConfig(Strict):
@@ -206,6 +224,8 @@ def _allowed_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
             model = {"sac": SACConfig, "td3": TD3Config, "ppo": PPOConfig}.get(name, SACConfig)
             continue
         annotation = model.model_fields[part].annotation
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = options[0] if len(options) == 1 else annotation  # an optional section: X | None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:

@@ -8,8 +8,10 @@ into a `ReplayBuffer`, so segments are cut exactly as during training (`ReplayBu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -41,18 +43,20 @@ def empty_buffer(capacity: int, obs_shape: tuple[int, ...], adapter: ActionAdapt
     return ReplayBuffer(capacity, obs_shape, adapter.stored_dim, components, "cpu", state_dim=state_dim)
 
 
-def buffer_from_run(run_dir: Path) -> tuple[RunConfig, ReplayBuffer, int]:
-    """The replay buffer saved in a run's checkpoint, with the step stride of its vector envs."""
+def buffer_from_run(run_dir: Path, need_states: bool = True) -> tuple[RunConfig, ReplayBuffer, int]:
+    """The replay buffer saved in a run's checkpoint, with the step stride of its vector envs; `need_states`: fail
+    unless it recorded simulator states (needed to show its steps as video)."""
     config = load_config(run_dir / "config.yaml")
     state = ckpt.load(run_dir / CHECKPOINT, torch.device("cpu"))
     if "buffer" not in state:
         raise ValueError(f"{run_dir}'s checkpoint holds no replay buffer (on-policy runs keep none); use --rollouts")
     storage = state["buffer"]["storage"]
-    if "state" not in storage:
+    if need_states and "state" not in storage:
         raise ValueError(f"{run_dir} did not record simulator states, so its stored steps cannot be shown as video; "
                          f"roll out its policy instead (--rollouts N), or train with reward.preference.record_states")
     adapter, names, obs_shape = task_layout(config.env.id, config.env.kwargs)
-    buffer = empty_buffer(state["buffer"]["capacity"], obs_shape, adapter, len(names), storage["state"].shape[1])
+    state_dim = storage["state"].shape[1] if "state" in storage else 0
+    buffer = empty_buffer(state["buffer"]["capacity"], obs_shape, adapter, len(names), state_dim)
     buffer.load_state_dict(state["buffer"])
     return config, buffer, config.env.num_envs
 
@@ -66,27 +70,42 @@ def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic:
     config = policy.config
     env = envs.make(config.env.id, render_mode=None, record_state=True, seed=seed,
                     max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return policy.agent.act(torch.as_tensor(obs, dtype=torch.float32)[None],
+                                deterministic=deterministic).cpu().numpy()
+
+    return config, rollout_buffer(env, act, policy.adapter, episodes, seed, states=True)
+
+
+def rollout_buffer(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], adapter: ActionAdapter, episodes: int,
+                   seed: int, max_steps: int | None = None, states: bool = False) -> ReplayBuffer:
+    """Episodes of `act` (observation -> stored action [1, stored_dim]) in `env`, which is closed afterwards:
+    `episodes` of them, stopping early once `max_steps` steps are stored; with `states`, the simulator state after
+    each step (the env must be made with record_state=True)."""
     try:
         env.reset()
-        state_dim = len(envs.get_state(env))
+        state_dim = len(envs.get_state(env)) if states else 0
         limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
-        buffer = empty_buffer(episodes * limit, tuple(env.observation_space.shape), policy.adapter,
-                              len(env.reward_spec), state_dim)
+        capacity = min(episodes * limit, max_steps or episodes * limit)
+        buffer = empty_buffer(capacity, tuple(env.observation_space.shape), adapter, len(env.reward_spec), state_dim)
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             for t in range(limit):
-                action = policy.agent.act(torch.as_tensor(obs, dtype=torch.float32)[None],
-                                          deterministic=deterministic).cpu().numpy()
-                next_obs, reward, terminated, truncated, info = env.step(policy.adapter.to_env(action)[0])
+                action = act(obs)
+                next_obs, reward, terminated, truncated, info = env.step(adapter.to_env(action)[0])
+                extra = {"state": info["state"][None]} if states else {}
                 buffer.add(obs=obs[None], action=action, next_obs=next_obs[None], reward=[reward], env_reward=[reward],
                            components=[list(info["reward_components"].values())], terminated=[terminated],
-                           truncated=[truncated], episode_step=[t], episode_id=[episode], state=info["state"][None])
+                           truncated=[truncated], episode_step=[t], episode_id=[episode], **extra)
                 obs = next_obs
-                if terminated or truncated:
+                if terminated or truncated or len(buffer) == capacity:
                     break
+            if len(buffer) == capacity:
+                break
     finally:
         env.close()
-    return config, buffer
+    return buffer
 
 
 def buffer_from_dataset(path: Path, env_id: str) -> ReplayBuffer:

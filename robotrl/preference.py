@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from reward_learning.heron import HeronTeacher
 from reward_learning.intrinsic import StateEntropyReward
 from reward_learning.label_store import LabelStore
 from reward_learning.models import LearnedReward, RewardEnsemble
 from reward_learning.preferences import RewardLearner
 from reward_learning.queries import FeedbackSchedule, query_features, select_queries
 from reward_learning.segments import Label, Segments
-from reward_learning.teachers import LabelBudget, ScriptedTeacher, make_teacher
+from reward_learning.teachers import LabelBudget, Teacher, make_teacher
 from robotrl.config import ConfigError, PreferenceConfig
 from robotrl.core.buffers import ReplayBuffer
 
@@ -55,7 +56,7 @@ class PreferenceLoop:
     def __init__(self, config: PreferenceConfig, *, env_id: str, obs_shape: tuple[int, ...], action_dim: int,
                  discrete_actions: bool, component_names: Sequence[str], run_dir: Path, run_name: str,
                  learning_starts: int, total_steps: int, max_episode_steps: int, device: torch.device,
-                 seed: int) -> None:
+                 seed: int, component_directions: Sequence[str] = ()) -> None:
         self.config = c = config
         self.run_dir, self.run_name = run_dir, run_name
         self.learning_starts, self.total_steps = learning_starts, total_steps
@@ -68,11 +69,18 @@ class PreferenceLoop:
             raise ConfigError(f"reward.preference.segment_length={c.segment_length} is longer than an episode "
                               f"({max_episode_steps} steps) of {env_id}")
         try:
-            self.model = RewardEnsemble(obs_shape, action_dim, c.model, discrete_actions).to(device)
+            self.model = RewardEnsemble(obs_shape, action_dim, c.model, discrete_actions,
+                                        component_dim=len(component_names)).to(device)
             self.learner = RewardLearner(self.model, c.surf, seed)
-            self.teacher: ScriptedTeacher | None = None if self.human else make_teacher(
-                c.teacher, component_names=component_names, component_weights=c.teacher_weights,
-                threshold_quirk=c.threshold_quirk, **c.teacher_options)
+            self.teacher: Teacher | None = None
+            if c.heron is not None:
+                directions = dict(zip(component_names, component_directions, strict=False))
+                self.teacher = HeronTeacher.from_config(c.heron, component_names=component_names,
+                                                        spec_directions=directions)
+            elif not self.human:
+                self.teacher = make_teacher(c.teacher, component_names=component_names,
+                                            component_weights=c.teacher_weights, threshold_quirk=c.threshold_quirk,
+                                            **c.teacher_options)
             self.schedule = FeedbackSchedule(c.queries_per_round, c.schedule)
         except ValueError as err:
             people = f" (or {HUMAN!r} for labels from people)" if "teacher" in str(err) else ""
@@ -137,6 +145,9 @@ class PreferenceLoop:
         sampler = "uniform" if first else c.sampler
         candidates = num if sampler == "uniform" else num * c.candidate_factor
         left, right = self._pairs(buffer, candidates, stored_length, stride, recent)
+        if self.teacher is not None and self.teacher.wants_candidates:  # e.g. HERON's margins: spread of the pool
+            pool = Segments.concat([left, right]).to("cpu")
+            self.teacher.observe_candidates(pool.crop(window, c.segment_length) if window else pool)
         if first:
             self.model.fit_input_stats(self._recent_transitions(buffer, 100_000))
         chosen = select_queries(sampler, left, right, num, model=self.learner, rng=self.rng,

@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with open_store(args.labels) as store:
         config = model_config(args.config, store.env_id, args.overrides, args.epochs)
         pairs = store.labelled_pairs(include_skipped=True)
-        store_path, env_id, obs_shape = store.path, store.env_id, store.obs_shape
+        store_path, env_id, obs_shape, components = store.path, store.env_id, store.obs_shape, store.component_names
         n_actions = discrete_action_count(env_id, store.action_dim)
         action_dim = n_actions or store.action_dim
     used = pairs.labels != Label.SKIP
@@ -140,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    model = RewardEnsemble(obs_shape, action_dim, config, discrete_actions=n_actions is not None).to(device)
+    model = RewardEnsemble(obs_shape, action_dim, config, discrete_actions=n_actions is not None,
+                           component_dim=len(components)).to(device)
     train_left, train_right = left[train].to(device), right[train].to(device)
     flat = (train_left.transitions(), train_right.transitions())
     transitions = {k: torch.cat([flat[0][k], flat[1][k]]) for k in model.fields}

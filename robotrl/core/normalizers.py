@@ -5,31 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reward_learning.normalizers import RunningMeanStd
 
-class RunningMeanStd(nn.Module):
-    """Tracks mean and variance of a stream with the parallel (Chan et al.) update; `normalize` clips the result."""
-
-    def __init__(self, shape: tuple[int, ...] = (), clip: float = 10.0, epsilon: float = 1e-8) -> None:
-        super().__init__()
-        self.clip, self.epsilon = clip, epsilon
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Fold a batch (leading axis = samples) into the running statistics."""
-        x = x.to(self.mean.device, torch.float64).reshape(-1, *self.mean.shape)
-        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta = batch_mean - self.mean
-        total = self.count + n
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total) / total)
-        self.count.copy_(total)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        std = torch.sqrt(self.var + self.epsilon).to(x.dtype)
-        return torch.clamp((x - self.mean.to(x.dtype)) / std, -self.clip, self.clip)
+__all__ = ["ReturnScaler", "RunningMeanStd"]
 
 
 class ReturnScaler(nn.Module):

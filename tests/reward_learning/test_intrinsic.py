@@ -70,7 +70,7 @@ def test_too_small_reference_and_bad_k_raise():
         est.knn_distance(states, reference)
     with pytest.raises(ValueError, match="k=5"):
         est(states, reference)
-    assert est.count == 0  # a failed call leaves the statistics alone
+    assert est.stats.count == 0  # a failed call leaves the statistics alone
     states, reference = data(n=6, b=2)
     assert est.knn_distance(states, reference).shape == (2,)
     with pytest.raises(ValueError, match="k must be"):
@@ -88,9 +88,9 @@ def test_normalised_rewards_use_the_running_std_of_all_raw_estimates():
         reward = est(states, reference).numpy()
         everything = np.concatenate(seen)
         np.testing.assert_allclose(reward, raw / everything.std(), rtol=1e-5)
-        assert est.count == len(everything)
-        assert est.mean == pytest.approx(everything.mean(), rel=1e-6)
-        assert (est.m2 / est.count) ** 0.5 == pytest.approx(everything.std(), rel=1e-6)
+        assert est.stats.count == len(everything)
+        assert float(est.stats.mean) == pytest.approx(everything.mean(), rel=1e-6)
+        assert float(est.stats.var) ** 0.5 == pytest.approx(everything.std(), rel=1e-6)
 
 
 def test_first_single_estimate_is_not_normalised():
