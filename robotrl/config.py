@@ -81,6 +81,8 @@ class PreferenceConfig(Strict):
                                     "measure preference accuracy")
     diagnostic_pairs: int = Field(256, ge=0, description="fresh pairs labelled by the true reward each round, only "
                                   "to log accuracy (never trained on, not counted in the budget); 0 = off")
+    starc_samples: int = Field(10_000, ge=0, description="latest stored transitions on which each round logs the "
+                               "STARC distance of the learned from the true reward (reward/starc_distance); 0 = off")
     labels_from: str | None = Field(None, description="an existing label store whose labels train the model first")
     segment_pool: int = Field(100_000, gt=0, description="PrefPPO: recent transitions kept for segments")
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)

@@ -13,7 +13,7 @@ from robotrl.logger import read_metrics
 DEFAULT_METRICS = ("eval/return", "train/episode_return")
 # how good a learned reward is (logged by preference-learning runs), drawn under the return curves by default
 REWARD_METRICS = ("reward/true_pref_accuracy", "reward/holdout_accuracy", "reward/return_correlation",
-                  "reward/train_accuracy")
+                  "reward/train_accuracy", "reward/starc_distance")
 
 
 def series(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:

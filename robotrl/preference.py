@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reward_learning.comparison_sampled import compare_rewards
 from reward_learning.heron import HeronTeacher
 from reward_learning.intrinsic import StateEntropyReward
 from reward_learning.label_store import LabelStore
@@ -31,6 +32,7 @@ from reward_learning.models import LearnedReward, RewardEnsemble
 from reward_learning.preferences import RewardLearner
 from reward_learning.queries import FeedbackSchedule, query_features, select_queries
 from reward_learning.segments import Label, Segments
+from reward_learning.sources import ComponentReward, EnvReward, RewardSource
 from reward_learning.teachers import LabelBudget, Teacher, make_teacher
 from robotrl.config import ConfigError, PreferenceConfig
 from robotrl.core.buffers import ReplayBuffer
@@ -86,6 +88,8 @@ class PreferenceLoop:
             people = f" (or {HUMAN!r} for labels from people)" if "teacher" in str(err) else ""
             raise ConfigError(f"reward.preference: {err}{people}") from None
         self.oracle = make_teacher("oracle", component_names=component_names, component_weights=c.teacher_weights)
+        self.true_reward: RewardSource = (ComponentReward(component_names, c.teacher_weights) if c.teacher_weights
+                                          else EnvReward())
         self.budget = LabelBudget(c.budget)
         self.entropy = StateEntropyReward(c.entropy_k)
         self.reward_source = LearnedReward(self.model)
@@ -270,7 +274,19 @@ class PreferenceLoop:
             learned = self.model(segments.transitions()).reshape(len(segments), -1)
             learned = learned.masked_fill(segments.absorbing, 0.0).sum(1)
             out["reward/return_correlation"] = _pearson(learned.cpu().double(), true.double())
+        if c.starc_samples > 0 and len(buffer) >= 1000:
+            out["reward/starc_distance"] = self.starc_distance(buffer, c.starc_samples)
         return out
+
+    @torch.no_grad()
+    def starc_distance(self, buffer: ReplayBuffer, samples: int) -> float:
+        """STARC-VAL distance (0 = same policy ordering, 1 = opposite) between the learned and the true reward on
+        the latest `samples` stored transitions (`reward_learning.comparison_sampled`)."""
+        index = buffer.chronological_indices()[-samples:]
+        keys = {*self.model.fields, "obs", "action", "next_obs", "env_reward", "components", "terminated", "truncated"}
+        batch = {k: buffer.storage[k][index] for k in keys}
+        sources = {"learned": self.reward_source, "true": self.true_reward}
+        return float(compare_rewards(sources, batch, "starc_val", device=str(self.model.device)).distances[0, 1])
 
     # ---------------------------------------------------------------------------------------------- state
     def _load_prior_labels(self, path: Path) -> None:

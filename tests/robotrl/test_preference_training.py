@@ -191,3 +191,23 @@ def test_preference_loop_rejects_segments_longer_than_episodes(tmp_path):
         PreferenceLoop(PreferenceConfig(segment_length=300), env_id="Pendulum-v1", obs_shape=(3,), action_dim=1,
                        discrete_actions=False, component_names=["a"], run_dir=tmp_path, run_name="r",
                        learning_starts=0, total_steps=10, max_episode_steps=200, device=torch.device("cpu"), seed=0)
+
+
+def test_rounds_log_the_starc_distance_of_learned_from_true_reward(tiny_config, tmp_path):
+    from reward_learning.sources import EnvReward
+
+    config = pebble_config(tiny_config, ["train.total_steps=1300", "reward.preference.starc_samples=1000"])
+    trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
+    trainer.train()
+    logged = [r["reward/starc_distance"] for r in metrics_of(tmp_path / "run") if "reward/starc_distance" in r]
+    assert logged and all(0.0 <= d <= 1.0 for d in logged)
+    pref = trainer.preference
+
+    class Negated:
+        def __call__(self, batch):
+            return -batch["env_reward"]
+
+    pref.reward_source = EnvReward()  # the true reward itself: distance 0
+    assert pref.starc_distance(trainer.buffer, 1000) == pytest.approx(0.0, abs=1e-6)
+    pref.reward_source = Negated()  # the opposite ordering of policies: distance 1
+    assert pref.starc_distance(trainer.buffer, 1000) == pytest.approx(1.0, abs=1e-6)

@@ -199,7 +199,7 @@ def fake_run(path: Path, reward: bool) -> Path:
         record = {"step": step, "eval/return": -1000.0 + step / 10, "train/episode_return": -900.0 + step / 10}
         if reward:
             record.update({"reward/true_pref_accuracy": 0.5 + step / 20000, "reward/train_accuracy": 0.9,
-                           "reward/return_correlation": step / 5000})
+                           "reward/return_correlation": step / 5000, "reward/starc_distance": 0.5 - step / 20000})
         records.append(record)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -214,4 +214,4 @@ def test_plot_adds_reward_panels_for_preference_runs(tmp_path, capsys):
     assert main(["plot", str(pref), "--metric", "eval/return", "--out", str(tmp_path / "one.png")]) == 0
     (w2, h2), (w1, h1), (_, h_one) = (png_size(tmp_path / f"{n}.png") for n in ("pref", "plain", "one"))
     assert h2 == 2 * h1 == 2 * h_one  # a second row of reward panels only by default and only for reward metrics
-    assert w2 > w1  # three reward panels side by side
+    assert w2 > w1  # four reward panels side by side
