@@ -13,7 +13,7 @@ from envs.rendering import gl_failure, is_gl_error, resize_frame
 from envs.state import get_state, supports_state
 
 
-class RewardComponentsWrapper(gym.Wrapper):
+class RewardComponentsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Adds ``info["reward_components"]`` (and ``info["success"]`` where defined) to every step.
 
     Kept cheap on purpose (it runs inside training loops): no copies, one dict per step. The reward is returned as a
@@ -23,7 +23,7 @@ class RewardComponentsWrapper(gym.Wrapper):
     def __init__(
         self,
         env: gym.Env,
-        terms: RewardTerms,
+        terms: RewardTerms | None = None,
         *,
         env_id: str,
         seed: int | None = None,
@@ -31,8 +31,16 @@ class RewardComponentsWrapper(gym.Wrapper):
         record_state: bool = False,
     ) -> None:
         """Wrap `env`; `seed` is used by the first reset and seeds the action space; frames come out at `frame_size`.
-        With `record_state`, every step also puts the simulator state after the step in ``info["state"]``."""
+        With `record_state`, every step also puts the simulator state after the step in ``info["state"]``. `terms`
+        default to the registered ones of `env_id`, built for this env (they may read its state)."""
+        # recorded so `env.spec.make()` rebuilds the stack; terms are rebuilt for the new env, never shared
+        gym.utils.RecordConstructorArgs.__init__(self, env_id=env_id, seed=seed, frame_size=frame_size,
+                                                 record_state=record_state)
         super().__init__(env)
+        if terms is None:
+            from envs.registry import get_env_spec  # the registry imports this module
+
+            terms = get_env_spec(env_id).reward_terms(env)
         self.env_id = env_id
         self.terms = terms
         self.reward_spec: RewardSpec = terms.spec
