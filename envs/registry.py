@@ -40,6 +40,8 @@ class EnvSpec:
     """Everything needed to build one registered env id.
 
     `resize_frames`: the simulator renders at a fixed size, so `make` resizes frames to the requested width/height.
+    `vector_kwargs`: extra `make` kwargs for env i of a vector env (multi-task ids give each env its own task); it
+    must be picklable, as the spec goes to worker processes.
     """
 
     env_id: str
@@ -48,6 +50,7 @@ class EnvSpec:
     family: str = "custom"
     description: str = ""
     resize_frames: bool = False
+    vector_kwargs: Callable[[int], dict[str, Any]] | None = None
 
 
 class UnknownEnvError(ValueError):
@@ -65,12 +68,13 @@ def register(
     family: str = "custom",
     description: str = "",
     resize_frames: bool = False,
+    vector_kwargs: Callable[[int], dict[str, Any]] | None = None,
     overwrite: bool = False,
 ) -> EnvSpec:
     """Register `env_id` so that `envs.make(env_id)` works; re-registering an id needs ``overwrite=True``."""
     if env_id in _REGISTRY and not overwrite:
         raise ValueError(f"env id {env_id!r} is already registered; pass overwrite=True to replace it")
-    spec = EnvSpec(env_id, constructor, reward_terms, family, description, resize_frames)
+    spec = EnvSpec(env_id, constructor, reward_terms, family, description, resize_frames, vector_kwargs)
     _REGISTRY[env_id] = spec
     return spec
 

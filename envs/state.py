@@ -3,6 +3,8 @@
 `get_state(env)` returns a flat float64 vector that `set_state(env, state)` puts back exactly; `render()` then shows
 that moment. MuJoCo envs use MuJoCo's physics state (qpos, qvel, actuator activations); classic-control envs their
 `state` vector. Observations alone are not enough: HalfCheetah's omits the x position the tracking camera follows.
+Other simulators plug in by giving one layer of the env (e.g. a wrapper) `simulator_state()` and
+`restore_simulator_state(state)` methods (highway-env does, see `envs.highway_envs.DrivingEnv`).
 """
 
 from __future__ import annotations
@@ -25,15 +27,28 @@ def _mujoco(env: gym.Env) -> tuple[Any, Any, Any] | None:
     return mujoco, inner.model, inner.data
 
 
+def _own_state(env: gym.Env) -> Any | None:
+    """The outermost layer of `env` that captures its own state (`simulator_state` and `restore_simulator_state`)."""
+    layer: Any = env
+    while True:
+        if hasattr(type(layer), "simulator_state") and hasattr(type(layer), "restore_simulator_state"):
+            return layer
+        if not isinstance(layer, gym.Wrapper):
+            return None
+        layer = layer.env
+
+
 def supports_state(env: gym.Env) -> bool:
     """Whether `get_state`/`set_state` work for this env (classic-control envs only have a state after `reset`)."""
     inner = env.unwrapped
-    return (_mujoco(env) is not None or hasattr(inner, "state")
+    return (_own_state(env) is not None or _mujoco(env) is not None or hasattr(inner, "state")
             or type(inner).__module__.startswith("gymnasium.envs.classic_control"))
 
 
 def get_state(env: gym.Env) -> np.ndarray:
     """The simulator state of `env` as a new flat float64 array (call after `reset`)."""
+    if (layer := _own_state(env)) is not None:
+        return np.array(layer.simulator_state(), dtype=np.float64).reshape(-1)
     found = _mujoco(env)
     if found is not None:
         mujoco, model, data = found
@@ -50,6 +65,9 @@ def get_state(env: gym.Env) -> np.ndarray:
 def set_state(env: gym.Env, state: np.ndarray) -> None:
     """Put `env` into a state returned by `get_state` (of an env of the same id), ready to `render()`."""
     state = np.asarray(state, dtype=np.float64).reshape(-1)
+    if (layer := _own_state(env)) is not None:
+        layer.restore_simulator_state(state)
+        return
     found = _mujoco(env)
     if found is not None:
         mujoco, model, data = found

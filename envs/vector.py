@@ -131,7 +131,8 @@ class VecEnv(VectorEnv):
         context: str = "forkserver",
         **make_kwargs: Any,
     ) -> None:
-        """Build `num_envs` copies of `spec` (env i seeded with seed + i), in-process or in worker processes."""
+        """Build `num_envs` copies of `spec` (env i seeded with seed + i, plus the spec's `vector_kwargs(i)`),
+        in-process or in worker processes."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1; got {num_envs}")
         if vectorization not in ("sync", "async"):
@@ -142,13 +143,14 @@ class VecEnv(VectorEnv):
         self._runners: list[EpisodeRunner] = []
         self._conns: list[Any] = []
         self._processes: list[Any] = []
-        seeds = [None if seed is None else seed + i for i in range(num_envs)]
+        per_env = [{**(spec.vector_kwargs(i) if spec.vector_kwargs else {}), **make_kwargs,
+                    "seed": None if seed is None else seed + i} for i in range(num_envs)]
         if vectorization == "sync":
-            self._runners = [EpisodeRunner(make(spec, seed=s, **make_kwargs)) for s in seeds]
+            self._runners = [EpisodeRunner(make(spec, **kwargs)) for kwargs in per_env]
             env = self._runners[0].env
             description = (env.observation_space, env.action_space, env.reward_spec, env.render_mode)
         else:
-            description = self._start_workers(spec, seeds, make_kwargs, context)
+            description = self._start_workers(spec, per_env, context)
         obs_space, act_space, self.reward_spec, self.render_mode = description
         self.single_observation_space: gym.Space = obs_space
         self.single_action_space: gym.Space = act_space
@@ -160,13 +162,14 @@ class VecEnv(VectorEnv):
         self.closed = False
 
     def _start_workers(
-        self, spec: EnvSpec, seeds: list[int | None], make_kwargs: dict[str, Any], context: str
+        self, spec: EnvSpec, per_env: list[dict[str, Any]], context: str
     ) -> tuple[gym.Space, gym.Space, RewardSpec, str | None]:
-        """Start one worker process per env and return env 0's spaces, reward spec and render mode."""
+        """Start one worker process per env (env i made with `per_env[i]`); return env 0's spaces, reward spec and
+        render mode."""
         ctx = mp.get_context(context)
-        for s in seeds:
+        for kwargs in per_env:
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_worker, args=(child, spec, {**make_kwargs, "seed": s}), daemon=True)
+            process = ctx.Process(target=_worker, args=(child, spec, kwargs), daemon=True)
             try:
                 process.start()
             except (pickle.PicklingError, AttributeError, TypeError) as error:
@@ -310,6 +313,7 @@ def make_vec(
     **make_kwargs: Any,
 ) -> VecEnv:
     """`num_envs` copies of `envs.make(env_id, **make_kwargs)` behind the `VecEnv` contract; env i seeded seed + i.
+    Multi-task ids (e.g. "metaworld/MT10") give env i task i modulo the number of tasks.
 
     "sync" steps the envs in this process (fastest for cheap envs); "async" gives each env a worker process
     (forkserver), answering within `timeout` seconds or raising.

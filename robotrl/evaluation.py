@@ -15,17 +15,19 @@ from robotrl.spaces import ActionAdapter
 
 @dataclass
 class EvalResult:
-    """Per-episode returns (env reward), lengths, success flags and the video files written."""
+    """Per-episode returns (env reward), lengths, success flags and the video files written. `has_success`: the env
+    reports ``info["success"]``, so the success rate is logged even when it is 0."""
 
     returns: list[float]
     lengths: list[int]
     successes: list[bool]
     videos: list[Path] = field(default_factory=list)
+    has_success: bool = False
 
     def summary(self) -> dict[str, float]:
         out = {"eval/return": float(np.mean(self.returns)), "eval/return_std": float(np.std(self.returns)),
                "eval/length": float(np.mean(self.lengths))}
-        if any(self.successes):
+        if self.has_success or any(self.successes):
             out["eval/success_rate"] = float(np.mean(self.successes))
         return out
 
@@ -57,6 +59,7 @@ def evaluate(
             result.returns.append(total)
             result.lengths.append(length)
             result.successes.append(success)
+            result.has_success = result.has_success or "success" in info
             if video_dir is not None and frames is not None:
                 result.videos.append(write_video(frames, video_dir / f"episode-{episode:03d}.mp4", fps))
     finally:

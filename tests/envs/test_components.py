@@ -7,7 +7,7 @@ import pytest
 
 import envs
 
-ALL_IDS = envs.list_envs()
+ALL_IDS = [i for i in envs.list_envs() if not i.startswith("carla/")]  # need a server: test_carla_live.py
 
 
 def rollout_check(env: envs.RewardComponentsWrapper, steps: int, seed: int = 0) -> list[dict]:

@@ -10,7 +10,7 @@ import pytest
 import envs
 
 
-@pytest.mark.parametrize("env_id", envs.list_envs())
+@pytest.mark.parametrize("env_id", [i for i in envs.list_envs() if not i.startswith("carla/")])  # need a server
 def test_state_round_trip_for_every_env(env_id):
     env = envs.make(env_id, render_mode=None, record_state=True, seed=0)
     other = envs.make(env_id, render_mode=None, seed=5)
