@@ -125,9 +125,7 @@ def random_policy_buffer(env_id: str, samples: int, episodes: int | None, seed: 
     rng = np.random.default_rng(seed)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        if adapter.discrete:
-            return rng.integers(adapter.action_dim, size=(1, 1)).astype(np.float32)
-        return rng.uniform(-1.0, 1.0, (1, adapter.action_dim)).astype(np.float32)
+        return adapter.random(rng, 1)
 
     if episodes:
         return oq.rollout_buffer(env, act, adapter, episodes, seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from reward_learning.heron import HeronConfig, HeronTeacher
 from reward_learning.models import RewardModelConfig
 from reward_learning.preferences import SURFConfig
-from robotrl.agents import PPOConfig, SACConfig, TD3Config
+from robotrl.agents import AGENT_CONFIGS, SACConfig
 
-AlgoConfig = Annotated[SACConfig | TD3Config | PPOConfig, Field(discriminator="name")]
+AlgoConfig = Annotated[Union[tuple(AGENT_CONFIGS.values())], Field(discriminator="name")]  # noqa: UP007 (runtime tuple)
 
 
 class ConfigError(ValueError):
@@ -201,7 +201,7 @@ def format_validation_error(err: ValidationError, source: str, raw: dict[str, An
     """One line per problem: `file: dotted.key: what is wrong`, with suggestions for unknown keys."""
     lines = [f"invalid config {source}:"]
     for problem in err.errors():
-        loc = [str(p) for p in problem["loc"] if p not in ("sac", "td3", "ppo")]
+        loc = [str(p) for p in problem["loc"] if p not in AGENT_CONFIGS]
         key = ".".join(loc) or "<top level>"
         if problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1], raw)
@@ -209,7 +209,7 @@ def format_validation_error(err: ValidationError, source: str, raw: dict[str, An
             hint = f" (did you mean {', '.join(close)}?)" if close else f" (allowed: {', '.join(sorted(allowed))})"
             lines.append(f"  {key}: unknown key{hint}")
         elif problem["type"] == "union_tag_invalid" or problem["type"] == "union_tag_not_found":
-            lines.append(f"  {key}.name: must be one of sac, td3, ppo")
+            lines.append(f"  {key}.name: must be one of {', '.join(AGENT_CONFIGS)}")
         else:
             got = problem.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -223,7 +223,7 @@ def _allowed_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
     for part in loc:
         if part == "algo":
             name = (raw.get("algo") or {}).get("name", "sac")
-            model = {"sac": SACConfig, "td3": TD3Config, "ppo": PPOConfig}.get(name, SACConfig)
+            model = AGENT_CONFIGS.get(name, SACConfig)
             continue
         annotation = model.model_fields[part].annotation
         options = [a for a in get_args(annotation) if a is not type(None)]

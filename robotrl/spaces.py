@@ -32,6 +32,12 @@ class ActionAdapter:
         """Width of an action as stored in buffers."""
         return 1 if self.discrete else self.action_dim
 
+    def random(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` uniformly random stored actions [n, stored_dim]: indices for discrete spaces, else [-1, 1] vectors."""
+        if self.discrete:
+            return rng.integers(0, self.action_dim, size=(n, 1)).astype(np.float32)
+        return rng.uniform(-1.0, 1.0, size=(n, self.action_dim)).astype(np.float32)
+
     def from_env(self, action: np.ndarray) -> np.ndarray:
         """A batch of env actions -> stored agent actions [n, stored_dim]: the inverse of `to_env` (for datasets)."""
         action = np.asarray(action, dtype=np.float32)

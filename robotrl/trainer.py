@@ -62,9 +62,11 @@ def new_run_dir(config: RunConfig) -> Path:
 def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device: torch.device) -> Agent:
     """Instantiate the configured agent for these spaces, with a clear error for impossible pairings."""
     cls = AGENTS[config.algo.name]
-    if adapter.discrete and not cls.on_policy:
-        raise ValueError(f"{config.algo.name} needs continuous actions but {config.env.id} has discrete actions; "
-                         "use algo.name=ppo")
+    kind = "discrete" if adapter.discrete else "continuous"
+    if kind not in cls.action_spaces:
+        fits = [name for name, other in AGENTS.items() if kind in other.action_spaces]
+        raise ValueError(f"{config.algo.name} needs {' or '.join(cls.action_spaces)} actions but {config.env.id} has "
+                         f"{kind} actions; use algo.name={' | '.join(fits)}")
     if cls.on_policy:
         return cls(obs_dim, adapter.action_dim, config.algo, device, num_envs=config.env.num_envs,
                    discrete=adapter.discrete)
@@ -339,7 +341,7 @@ class Trainer:
         n = cfg.env.num_envs
         while self.step < cfg.train.total_steps:
             if self.step < algo.learning_starts:
-                action = self.rng.uniform(-1.0, 1.0, size=(n, self.adapter.action_dim)).astype(np.float32)
+                action = self.adapter.random(self.rng, n)
             else:
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
                 action = self.agent.act(obs_t).cpu().numpy()

@@ -22,10 +22,10 @@ class AgentConfig(BaseModel):
                           "SAC/TD3 networks (for GPUs; slower on a CPU, where their updates are matmul-bound)")
 
 
-def adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(params: Any, lr: float, device: torch.device, eps: float = 1e-8) -> torch.optim.Adam:
     """Adam with the fused kernel where torch offers one for this device (same maths, fewer kernel launches)."""
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, fused=fused)
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=fused)
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -52,9 +52,13 @@ class _Frozen:
 
 
 class Agent(nn.Module, ABC):
-    """Acts, updates, and saves/loads its full state (networks, optimisers, counters). Actions live in [-1, 1]."""
+    """Acts, updates, and saves/loads its full state (networks, optimisers, counters).
+
+    Continuous actions live in [-1, 1]; discrete actions are one column holding the index (see `ActionAdapter`).
+    """
 
     on_policy: bool = False
+    action_spaces: tuple[str, ...] = ("continuous",)  # the action kinds it handles: "continuous" and/or "discrete"
 
     def __init__(self, obs_dim: int, action_dim: int, device: torch.device) -> None:
         super().__init__()
@@ -63,7 +67,7 @@ class Agent(nn.Module, ABC):
 
     @abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions in [-1, 1] for a batch of raw observations."""
+        """Actions in the stored format (see the class docstring) for a batch of raw observations."""
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """`torch.compile(module)` when the config asks for it, else the module itself.

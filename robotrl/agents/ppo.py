@@ -53,6 +53,7 @@ class PPO(Agent):
     """PPO for continuous (Gaussian, clipped to [-1, 1] in the env) or discrete (categorical) actions."""
 
     on_policy = True
+    action_spaces = ("continuous", "discrete")
 
     def __init__(
         self, obs_dim: int, action_dim: int, config: PPOConfig, device: torch.device, num_envs: int = 1,

@@ -59,14 +59,17 @@ class SquashedGaussianActor(nn.Module):
 
 
 class SAC(Agent):
-    """SAC for continuous actions in [-1, 1]."""
+    """SAC for continuous actions in [-1, 1].
+
+    Distributional variants (TQC) reuse the actor, entropy tuning and update order, and replace only the critic
+    through `make_critic`, `critic_loss` and `policy_value`.
+    """
 
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, device: torch.device) -> None:
         super().__init__(obs_dim, action_dim, device)
         self.config = c = config
         self.actor = SquashedGaussianActor(obs_dim, action_dim, c.hidden_sizes, c.activation)
-        self.critic = EnsembleMLP(c.num_critics, obs_dim + action_dim, c.hidden_sizes, 1, c.activation)
-        self.critic_target = EnsembleMLP(c.num_critics, obs_dim + action_dim, c.hidden_sizes, 1, c.activation)
+        self.critic, self.critic_target = self.make_critic(), self.make_critic()
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(c.init_alpha)).log())
@@ -76,6 +79,11 @@ class SAC(Agent):
         self.critic_opt = adam(self.critic.parameters(), c.critic_lr, device)
         self.alpha_opt = adam([self.log_alpha], c.alpha_lr, device)
         self.set_compiled(_actor=self.actor, _critic=self.critic, _critic_target=self.critic_target)
+
+    def make_critic(self) -> nn.Module:
+        """The critic ensemble: `num_critics` Q-functions of (obs, action) evaluated together."""
+        c = self.config
+        return EnsembleMLP(c.num_critics, self.obs_dim + self.action_dim, c.hidden_sizes, 1, c.activation)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
@@ -91,6 +99,20 @@ class SAC(Agent):
         """[num_critics, batch] Q-values."""
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
+    def critic_loss(self, batch: ReplayBatch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft TD loss of every critic against the clipped double-Q target, and the mean Q (for logging)."""
+        c = self.config
+        with torch.no_grad():
+            next_action, next_log_prob = squashed_gaussian_sample(*self._actor(batch.next_obs))
+            next_q = self.q_values(self._critic_target, batch.next_obs, next_action).min(0).values
+            target = batch.reward + c.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob)
+        q = self.q_values(self._critic, batch.obs, batch.action)
+        return 0.5 * F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum(), q.detach().mean()
+
+    def policy_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """[batch] value of `action` that the actor maximises: the minimum over the critics (pessimism)."""
+        return self.q_values(self._critic, obs, action).min(0).values
+
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One gradient step on entropy coefficient, critics and actor; returns detached metrics."""
         c = self.config
@@ -104,18 +126,13 @@ class SAC(Agent):
             self.alpha_opt.step()
             metrics["alpha_loss"] = alpha_loss.detach()
 
-        with torch.no_grad():
-            next_action, next_log_prob = squashed_gaussian_sample(*self._actor(batch.next_obs))
-            next_q = self.q_values(self._critic_target, batch.next_obs, next_action).min(0).values
-            target = batch.reward + c.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob)
-        q = self.q_values(self._critic, batch.obs, batch.action)
-        critic_loss = 0.5 * F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+        critic_loss, q = self.critic_loss(batch, alpha)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
 
         with frozen(self.critic):
-            q_pi = self.q_values(self._critic, batch.obs, pi_action).min(0).values
+            q_pi = self.policy_value(batch.obs, pi_action)
         actor_loss = (alpha * log_prob - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -123,6 +140,6 @@ class SAC(Agent):
 
         soft_update(self.critic_target, self.critic, c.tau)
         self.num_updates += 1
-        metrics.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), q=q.detach().mean(),
+        metrics.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), q=q,
                        entropy=-log_prob.detach().mean())
         return metrics

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from robotrl.agents import PPO, SAC, TD3, PPOConfig, SACConfig, TD3Config
+from robotrl.agents import PPO, SAC, TD3, TQC, PPOConfig, SACConfig, TD3Config, TQCConfig
 from robotrl.agents import sac as sac_module
 from robotrl.core import checkpoint as ckpt
 from robotrl.core.buffers import ReplayBatch, RolloutBuffer
@@ -47,6 +47,8 @@ def make_agent(name: str, seed: int):
         return SAC(OBS, ACT, SACConfig(hidden_sizes=[16, 16], batch_size=16), CPU)
     if name == "td3":
         return TD3(OBS, ACT, TD3Config(hidden_sizes=[16, 16], batch_size=16), CPU)
+    if name == "tqc":
+        return TQC(OBS, ACT, TQCConfig(hidden_sizes=[16, 16], batch_size=16, num_critics=3, num_quantiles=5), CPU)
     return PPO(OBS, ACT, PPOConfig(hidden_sizes=[16], minibatch_size=8, epochs=2, normalize_obs=True,
                                    normalize_reward=True), CPU, num_envs=2)
 
@@ -62,7 +64,7 @@ def params(agent) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in agent.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["sac", "td3", "ppo"])
+@pytest.mark.parametrize("name", ["sac", "td3", "ppo", "tqc"])
 def test_full_state_round_trip_gives_identical_actions_and_updates(name, tmp_path):
     agent = make_agent(name, seed=0)
     for i in range(3):  # non-trivial optimiser moments, counters and normaliser stats
@@ -91,10 +93,10 @@ def test_full_state_round_trip_gives_identical_actions_and_updates(name, tmp_pat
         torch.testing.assert_close(after_b[key], after_a[key], rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("name", ["sac", "td3"])
+@pytest.mark.parametrize("name", ["sac", "td3", "tqc"])
 def test_checkpoint_loads_whatever_the_compile_flag(name):
     """`algo.compile` only changes speed, so a checkpoint must load with it on or off (e.g. eval without a compiler)."""
-    cls, cfg = (SAC, SACConfig) if name == "sac" else (TD3, TD3Config)
+    cls, cfg = {"sac": (SAC, SACConfig), "td3": (TD3, TD3Config), "tqc": (TQC, TQCConfig)}[name]
     compiled = cls(OBS, ACT, cfg(hidden_sizes=[8], compile=True), CPU)
     plain = cls(OBS, ACT, cfg(hidden_sizes=[8], compile=False), CPU)
     plain.load_full_state(compiled.full_state())

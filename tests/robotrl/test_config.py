@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from robotrl.agents import AGENT_CONFIGS
 from robotrl.config import ConfigError, RunConfig, apply_override, dump_config, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -27,7 +28,7 @@ def test_configs_folder_is_not_empty():
 def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
     config = load_config(path)
     assert isinstance(config, RunConfig)
-    assert config.algo.name in ("sac", "td3", "ppo")
+    assert config.algo.name in AGENT_CONFIGS
     import envs
 
     assert config.env.id in envs.list_envs()
