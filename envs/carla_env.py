@@ -396,7 +396,7 @@ class CarlaEnv(gym.Env):
             self._route = self._plan_route(self._ego.get_location(), spawn_points, rng)
             self._others = {
                 actor.id: (2.0 * actor.bounding_box.extent.x, 2.0 * actor.bounding_box.extent.y,
-                           "pedestrian" if actor.type_id.startswith("walker.") else "vehicle")
+                           logic.collision_kind(actor.type_id))
                 for pattern in ("vehicle.*", "walker.pedestrian.*")
                 for actor in world.get_actors().filter(pattern) if actor.id != self._ego.id
             }

@@ -315,7 +315,7 @@ class DrivingReward:
         if c.infractions == "scale":
             values.append(progress * (1.0 - self.penalty_factor))
         values += [float(bool(events.collisions)), float(events.off_road), float(events.lane_invasions > 0), change]
-        reward = float(combine_components(self.spec, dict(zip((x.name for x in self.spec), values, strict=True))))
+        reward = float(combine_components(self.spec, values))
         return RewardStep(tuple(values), reward, self.penalty_factor, terminal, tuple(counted))
 
 

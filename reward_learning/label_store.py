@@ -78,6 +78,8 @@ _RETRACTIONS = ["CREATE TABLE retractions (label INTEGER PRIMARY KEY REFERENCES 
                 *_append_only(["retractions"])]
 _SCHEMA += _append_only(["steps", "segments", "queries", "labels"]) + _RETRACTIONS
 _EFFECTIVE = "labels.id NOT IN (SELECT label FROM retractions)"  # a label row that was not undone
+# the label that counts: each labeller's latest one per query that was not undone
+_LATEST = f"SELECT MAX(id) FROM labels WHERE {_EFFECTIVE} GROUP BY query, labeller"
 
 
 class LabelStoreMismatch(ValueError):
@@ -515,7 +517,7 @@ class LabelStore:
         labels if given."""
         sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment "
                "FROM labels l JOIN queries q ON q.id = l.query "
-               f"WHERE l.id IN (SELECT MAX(id) FROM labels WHERE {_EFFECTIVE} GROUP BY query, labeller)")
+               f"WHERE l.id IN ({_LATEST})")
         args: tuple[str, ...] = ()
         if labeller is not None:
             sql, args = sql + " AND l.labeller = ?", (labeller,)
@@ -618,8 +620,8 @@ class LabelStore:
 
     def _effective_labels(self, con: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
         """(query, label, labeller, created) of each labeller's latest label per query that was not undone."""
-        return con.execute(f"SELECT query, label, labeller, created FROM labels WHERE id IN (SELECT MAX(id) FROM "
-                           f"labels WHERE {_EFFECTIVE} GROUP BY query, labeller) ORDER BY query, labeller").fetchall()
+        return con.execute(f"SELECT query, label, labeller, created FROM labels WHERE id IN ({_LATEST}) "
+                           f"ORDER BY query, labeller").fetchall()
 
     def annotator_summary(self) -> dict[str, Any]:
         """Per-labeller counts of labels that count, and for each pair of labellers their agreement and Cohen's

@@ -248,9 +248,11 @@ class PreferenceLoop:
         self.counts["skipped"] += int((labels == Label.SKIP).sum())
         self.counts["equal"] += int((labels == Label.EQUAL).sum())
 
-    def _recent_transitions(self, buffer: ReplayBuffer, count: int) -> dict[str, torch.Tensor]:
+    def _recent_transitions(self, buffer: ReplayBuffer, count: int, keys: Sequence[str] = ()
+                            ) -> dict[str, torch.Tensor]:
+        """The latest `count` stored transitions: the reward model's fields plus `keys`."""
         index = buffer.chronological_indices()[-count:]
-        return {k: buffer.storage[k][index] for k in self.model.fields}
+        return {k: buffer.storage[k][index] for k in {*self.model.fields, *keys}}
 
     # -------------------------------------------------------------------------------------------- diagnostics
     @torch.no_grad()
@@ -282,9 +284,8 @@ class PreferenceLoop:
     def starc_distance(self, buffer: ReplayBuffer, samples: int) -> float:
         """STARC-VAL distance (0 = same policy ordering, 1 = opposite) between the learned and the true reward on
         the latest `samples` stored transitions (`reward_learning.comparison_sampled`)."""
-        index = buffer.chronological_indices()[-samples:]
-        keys = {*self.model.fields, "obs", "action", "next_obs", "env_reward", "components", "terminated", "truncated"}
-        batch = {k: buffer.storage[k][index] for k in keys}
+        batch = self._recent_transitions(buffer, samples, ("obs", "action", "next_obs", "env_reward", "components",
+                                                             "terminated", "truncated"))
         sources = {"learned": self.reward_source, "true": self.true_reward}
         return float(compare_rewards(sources, batch, "starc_val", device=str(self.model.device)).distances[0, 1])
 
