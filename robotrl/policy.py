@@ -61,9 +61,10 @@ def load_policy(run_dir: str | Path, device: str = "auto") -> Policy:
     try:
         obs_dim = int(probe.observation_space.shape[0])
         adapter = ActionAdapter.from_space(probe.action_space)
+        spec = probe.reward_spec
     finally:
         probe.close()
-    agent = build_agent(config, obs_dim, adapter, torch_device)
+    agent = build_agent(config, obs_dim, adapter, torch_device, spec)
     state = ckpt.load(run_dir / CHECKPOINT, torch_device)
     agent.load_full_state(state["agent"])
     agent.eval()

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 import envs
+from envs.components import RewardSpec
 from reward_learning import ComponentReward, EnvReward, RewardSource
 from robotrl.agents import AGENTS, Agent
 from robotrl.config import ConfigError, RunConfig, dump_config, load_config
 from robotrl.core import checkpoint as ckpt
-from robotrl.core.buffers import ReplayBuffer, RolloutBuffer
+from robotrl.core.buffers import ReplayBatch, ReplayBuffer, RolloutBuffer
 from robotrl.core.device import resolve_device, set_torch_threads
 from robotrl.evaluation import evaluate, make_eval_env
 from robotrl.logger import MetricsLogger, to_float
@@ -59,8 +60,11 @@ def new_run_dir(config: RunConfig) -> Path:
     return path
 
 
-def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device: torch.device) -> Agent:
-    """Instantiate the configured agent for these spaces, with a clear error for impossible pairings."""
+def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device: torch.device,
+                reward_spec: RewardSpec = ()) -> Agent:
+    """Instantiate the configured agent for these spaces, with a clear error for impossible pairings.
+
+    Agents that learn from the separate reward components (`uses_reward_spec`) also get the env's reward spec."""
     cls = AGENTS[config.algo.name]
     kind = "discrete" if adapter.discrete else "continuous"
     if kind not in cls.action_spaces:
@@ -70,6 +74,8 @@ def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device:
     if cls.on_policy:
         return cls(obs_dim, adapter.action_dim, config.algo, device, num_envs=config.env.num_envs,
                    discrete=adapter.discrete)
+    if cls.uses_reward_spec:
+        return cls(obs_dim, adapter.action_dim, config.algo, device, reward_spec=reward_spec)
     return cls(obs_dim, adapter.action_dim, config.algo, device)
 
 
@@ -130,7 +136,7 @@ class Trainer:
             raise ValueError(f"{config.env.id}: only flat vector observations are supported so far, got {obs_space}")
         self.obs_dim = int(obs_space.shape[0])
         self.adapter = ActionAdapter.from_space(self.vec.single_action_space)
-        self.agent = build_agent(config, self.obs_dim, self.adapter, self.device)
+        self.agent = build_agent(config, self.obs_dim, self.adapter, self.device, self.vec.reward_spec)
         self.preference: PreferenceLoop | None = None
         if config.reward.source == "preference":
             self.preference = PreferenceLoop(
@@ -328,7 +334,7 @@ class Trainer:
             if first and cfg.reset_critic:
                 self.agent.reset_critic()
                 for _ in range(cfg.reset_updates):
-                    self.agent.update(buffer.sample(self.config.algo.batch_size))
+                    self.agent.update(self._sample(buffer))
         self.logger.log(self.step, metrics)
         self.progress.status(None)
         self.save_checkpoint()
@@ -356,11 +362,16 @@ class Trainer:
                 self._feedback_round(relabel=True)
             if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
                 for _ in range(algo.gradient_steps):
-                    batch = buffer.sample(algo.batch_size)
+                    batch = self._sample(buffer)
                     if pref is not None and pref.unsupervised(self.step):
                         batch.reward = pref.intrinsic_rewards(batch.next_obs, buffer)
                     metrics = self.agent.update(batch)
             self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
+
+    def _sample(self, buffer: ReplayBuffer) -> ReplayBatch:
+        """A training minibatch drawn the way the agent asks (e.g. n-step returns across this run's env stride)."""
+        return buffer.sample(self.config.algo.batch_size, stride=self.config.env.num_envs,
+                             **self.agent.replay_sampling())
 
     def _train_on_policy(self) -> None:
         cfg, algo = self.config, self.config.algo

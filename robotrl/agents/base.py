@@ -59,6 +59,7 @@ class Agent(nn.Module, ABC):
 
     on_policy: bool = False
     action_spaces: tuple[str, ...] = ("continuous",)  # the action kinds it handles: "continuous" and/or "discrete"
+    uses_reward_spec: bool = False  # True: the constructor takes `reward_spec` (agents learning per component)
 
     def __init__(self, obs_dim: int, action_dim: int, device: torch.device) -> None:
         super().__init__()
@@ -96,6 +97,10 @@ class Agent(nn.Module, ABC):
                 module.reset_parameters()
         self.critic_target.load_state_dict(critic.state_dict())
         self.critic_opt = adam(critic.parameters(), self.config.critic_lr, self.device)
+
+    def replay_sampling(self) -> dict[str, Any]:
+        """Keyword arguments for `ReplayBuffer.sample` beyond the batch size (e.g. n-step returns); none by default."""
+        return {}
 
     @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -4,8 +4,8 @@ A subclass says only how its network turns (observations, quantile fractions) in
 which fractions to use for the loss, the target and acting (`quantiles`, `train_taus`, `target_taus`,
 `policy_taus`). Everything else, including the update, lives here once.
 
-Actions are stored as one column holding the action index (see `ActionAdapter`). Multi-step returns are not
-implemented: the replay buffer samples single transitions, so the agent only ever sees one-step targets.
+Actions are stored as one column holding the action index (see `ActionAdapter`). With `n_step` > 1 the replay buffer
+returns n-step returns (cut at episode ends) and the discount gamma^m of the steps taken, which the target uses.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class DQNConfig(AgentConfig):
     target_update_interval: int = Field(1000, gt=0, description="gradient updates between target-network updates")
     tau: float = Field(1.0, gt=0.0, le=1.0, description="target update weight: 1 = hard copy, < 1 = Polyak averaging")
     double_q: bool = Field(False, description="pick the next action with the online net, score it with the target")
+    n_step: int = Field(1, ge=1, description="bootstrap after n steps of discounted rewards (Rainbow uses 3)")
     kappa: float = Field(1.0, gt=0.0, description="Huber threshold of the quantile loss")
     epsilon_start: float = Field(1.0, ge=0.0, le=1.0)
     epsilon_end: float = Field(0.01, ge=0.0, le=1.0)
@@ -82,6 +83,9 @@ class DistributionalDQN(Agent):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"net": self.optimizer}
 
+    def replay_sampling(self) -> dict[str, Any]:
+        return {"n_step": self.config.n_step, "gamma": self.config.gamma}
+
     def full_state(self) -> dict[str, Any]:
         return {**super().full_state(), "acted_steps": self.acted_steps}
 
@@ -113,14 +117,16 @@ class DistributionalDQN(Agent):
         return action.unsqueeze(-1).float()
 
     def loss(self, batch: ReplayBatch) -> torch.Tensor:
-        """Quantile Huber loss of Z(s, a) against r + gamma * (1 - terminated) * Z_target(s', a*)."""
+        """Quantile Huber loss of Z(s, a) against r + gamma^m * (1 - terminated) * Z_target(s', a*) (m = 1 unless
+        the batch holds n-step returns)."""
         c, size = self.config, batch.obs.shape[0]
+        discount = c.gamma if batch.discount is None else batch.discount[:, None]
         with torch.no_grad():
             chooser = self.net if c.double_q else self.target_net
             next_action = self.action_values(chooser, batch.next_obs).argmax(-1)
             next_z = self.quantiles(self.target_net, batch.next_obs, self.target_taus(size))
             next_z = next_z.gather(2, next_action[:, None, None].expand(-1, next_z.shape[1], 1)).squeeze(2)
-            target = batch.reward[:, None] + c.gamma * (1.0 - batch.terminated[:, None]) * next_z
+            target = batch.reward[:, None] + discount * (1.0 - batch.terminated[:, None]) * next_z
         taus = self.train_taus(size)
         z = self.quantiles(self.net, batch.obs, taus)
         action = batch.action.long().reshape(size, 1, 1).expand(-1, z.shape[1], 1)

@@ -15,13 +15,20 @@ RewardFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 @dataclass
 class ReplayBatch:
-    """A sampled minibatch; `terminated` is 1.0 where the episode truly ended (no bootstrap)."""
+    """A sampled minibatch; `terminated` is 1.0 where the episode truly ended (no bootstrap).
+
+    `components` holds the env's raw reward components ([batch, C]). With n-step sampling, `reward` and `components`
+    are discounted sums over up to n steps of one episode, `next_obs`/`terminated` belong to the last of those steps,
+    and `discount` is gamma^m for the m steps taken (None for one-step batches: the agent's gamma applies).
+    """
 
     obs: torch.Tensor
     action: torch.Tensor
     reward: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor
+    components: torch.Tensor | None = None
+    discount: torch.Tensor | None = None
 
 
 class ReplayBuffer:
@@ -86,13 +93,44 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
         self.total_added += n
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch:
-        """Uniformly sample `batch_size` stored transitions (with replacement)."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, n_step: int = 1,
+               gamma: float = 0.99, stride: int = 1) -> ReplayBatch:
+        """Uniformly sample `batch_size` stored transitions (with replacement).
+
+        With `n_step` > 1 each sample starts an n-step return: the discounted rewards of up to n consecutive steps of
+        the same episode (`stride` rows apart: the number of envs adding a row per vector step), cut short at the
+        episode's end or at the newest stored step. Needs the `episode_id` field to be filled by the caller.
+        """
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
         s = self.storage
-        return ReplayBatch(s["obs"][idx], s["action"][idx], s["reward"][idx], s["next_obs"][idx], s["terminated"][idx])
+        if n_step == 1:
+            return ReplayBatch(s["obs"][idx], s["action"][idx], s["reward"][idx], s["next_obs"][idx],
+                               s["terminated"][idx], s["components"][idx])
+        return self._n_step_batch(idx, n_step, gamma, stride)
+
+    def _n_step_batch(self, idx: torch.Tensor, n_step: int, gamma: float, stride: int) -> ReplayBatch:
+        """The n-step batch starting at storage indices `idx` (see `sample`)."""
+        s = self.storage
+        oldest = self.pos if self.size == self.capacity else 0
+        age = (idx - oldest) % self.capacity  # position counted from the oldest stored row
+        reward, components = s["reward"][idx].clone(), s["components"][idx].clone()
+        last, steps = idx.clone(), torch.ones_like(idx)
+        alive = (s["terminated"][idx] == 0) & ~s["truncated"][idx]
+        for k in range(1, n_step):
+            nxt = (idx + k * stride) % self.capacity
+            alive = alive & (age + k * stride < self.size) & (s["episode_id"][nxt] == s["episode_id"][idx])
+            weight = alive.float() * gamma**k
+            reward += weight * s["reward"][nxt]
+            components += weight[:, None] * s["components"][nxt]
+            last = torch.where(alive, nxt, last)
+            steps += alive.long()
+            alive = alive & (s["terminated"][nxt] == 0) & ~s["truncated"][nxt]
+        return ReplayBatch(s["obs"][idx], s["action"][idx], reward, s["next_obs"][last], s["terminated"][last],
+                           components, gamma ** steps.float())
 
     def chronological_indices(self) -> torch.Tensor:
         """Indices of stored transitions from oldest to newest (correct after the ring has wrapped)."""

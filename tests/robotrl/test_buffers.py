@@ -250,3 +250,62 @@ def test_segment_windows_after_the_ring_wraps_never_cross_the_write_position():
     recent_index, _ = buffer.segment_indices(12, 50, generator=torch.Generator().manual_seed(3), recent=30)
     newest = buffer.storage["obs"][: len(buffer), 0].max()
     assert bool((buffer.storage["obs"][recent_index[:, 0], 0] > newest - 30).all())
+
+
+def n_step_reference(rows: list[dict], start: int, n: int, gamma: float, stride: int) -> tuple[float, float, int]:
+    """(return, discount, row of the bootstrap) for the n-step return from chronological row `start`, by hand."""
+    total, row, steps = 0.0, start, 0
+    while True:
+        total += gamma**steps * rows[row]["reward"]
+        steps += 1
+        ended = rows[row]["terminated"] or rows[row]["truncated"]
+        nxt = row + stride
+        if steps == n or ended or nxt >= len(rows) or rows[nxt]["episode"] != rows[start]["episode"]:
+            return total, gamma**steps, row
+        row = nxt
+
+
+@pytest.mark.parametrize("capacity", [64, 37])  # 37 < rows added: the ring wraps mid-episode
+def test_n_step_returns_match_a_hand_computation_with_two_envs(capacity):
+    rng = np.random.default_rng(0)
+    stride, gamma, n = 2, 0.9, 3
+    buffer = ReplayBuffer(capacity, (1,), 1, num_components=1)
+    rows, episode, next_episode = [], [0, 1], 2
+    for t in range(30):  # 30 vector steps of 2 envs = 60 rows, interleaved env 0, env 1
+        terminated = rng.random(stride) < 0.1
+        truncated = ~terminated & (rng.random(stride) < 0.1)
+        reward = rng.normal(size=stride).astype(np.float32)
+        for e in range(stride):
+            rows.append({"reward": float(reward[e]), "terminated": bool(terminated[e]),
+                         "truncated": bool(truncated[e]), "episode": episode[e], "id": len(rows)})
+        buffer.add(obs=np.array([[r["id"]] for r in rows[-stride:]], np.float32), action=np.zeros((stride, 1)),
+                   next_obs=np.array([[r["id"] + 0.5] for r in rows[-stride:]], np.float32), reward=reward,
+                   components=2 * reward[:, None], terminated=terminated.astype(np.float32), truncated=truncated,
+                   episode_id=np.array(episode))
+        for e in range(stride):
+            if terminated[e] or truncated[e]:
+                episode[e], next_episode = next_episode, next_episode + 1
+    stored = rows[-buffer.size:]
+    batch = buffer.sample(400, generator=torch.Generator().manual_seed(1), n_step=n, gamma=gamma, stride=stride)
+    assert batch.discount is not None and batch.components is not None
+    checked_short = 0
+    for i in range(400):
+        start = next(j for j, r in enumerate(stored) if r["id"] == int(batch.obs[i, 0]))
+        total, discount, last = n_step_reference(stored, start, n, gamma, stride)
+        assert batch.reward[i].item() == pytest.approx(total, abs=1e-5)
+        assert batch.components[i, 0].item() == pytest.approx(2 * total, abs=1e-5)
+        assert batch.discount[i].item() == pytest.approx(discount)
+        assert batch.next_obs[i, 0].item() == stored[last]["id"] + 0.5
+        assert batch.terminated[i].item() == float(stored[last]["terminated"])
+        checked_short += discount > gamma**n
+    assert 0 < checked_short < 400  # both full and cut-short returns were exercised
+
+
+def test_one_step_sampling_carries_components_and_no_discount():
+    buffer = make_buffer()
+    add_indexed(buffer, 0, 6)
+    batch = buffer.sample(20, generator=torch.Generator().manual_seed(0))
+    assert batch.discount is None
+    assert torch.equal(batch.components[:, 0], batch.obs[:, 0])
+    with pytest.raises(ValueError, match="n_step"):
+        buffer.sample(4, n_step=0)
