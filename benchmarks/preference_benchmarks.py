@@ -331,6 +331,52 @@ class Sweep:
                       f"wall {summary['wall_time_s'] / 60:.1f} min  [{status}]", flush=True)
 
 
+def add_sweep_arguments(parser: argparse.ArgumentParser, runs_dir: str, results_help: str,
+                        seeds_default: int | None = None) -> None:
+    """The options every sweep script shares: seeds, parallel jobs, where runs and results go, dry run, overrides."""
+    parser.add_argument("--seeds", type=int, default=seeds_default, required=seeds_default is None,
+                        help="number of seeds" + (f" (default {seeds_default})" if seeds_default else ""))
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (default 1)")
+    parser.add_argument("--runs-dir", default=runs_dir, help="parent of the run directories")
+    parser.add_argument("--results-dir", default="benchmarks/results", help=results_help)
+    parser.add_argument("--dry-run", action="store_true", help="print each run's state and command, train nothing")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run, e.g. "
+                        "train.total_steps=6000")
+
+
+def check_sweep_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, reserved: Sequence[str]) -> None:
+    """Reject impossible counts and overrides of keys the benchmark itself sets."""
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be at least 1")
+    clash = [o for o in args.overrides if o.split("=", 1)[0].strip() in reserved]
+    if clash:
+        parser.error(f"{clash} would change what the benchmark itself sets ({', '.join(reserved)})")
+
+
+def make_job(name: str, seed: int, config: Path, overrides: list[str], run_dir: Path) -> Job:
+    """A job for `config` with `overrides`; an existing run directory must have been started with the same settings."""
+    from robotrl.config import ConfigError, dump_config, load_config
+
+    try:
+        resolved = yaml.safe_load(dump_config(load_config(config, overrides)))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    saved = run_dir / "config.yaml"
+    diffs = config_differences(resolved, yaml.safe_load(saved.read_text())) if saved.exists() else []
+    if diffs:
+        raise SystemExit(f"error: {run_dir} was started with other settings:\n  " + "\n  ".join(diffs)
+                         + "\nuse another --runs-dir, or delete that run")
+    return Job(name, seed, run_dir, overrides, resolved)
+
+
+def print_dry_run(sweep: Sweep, jobs: Sequence[Job]) -> None:
+    """Each run's state (new, resume, finished) and the command the sweep would run."""
+    for job in jobs:
+        state, cmd = sweep.next_step(job)
+        print(f"  {job.variant}-s{job.seed}: {state} {' '.join(cmd)}")
+
+
 def acquire_lock(path: Path) -> bool:
     """Create `path` holding our pid (and later the trainer's); a lock whose processes are all gone is taken over.
 

@@ -1,11 +1,13 @@
-"""robotrl vs Stable-Baselines3: env-steps/s and final return with identical hyper-parameters, side by side.
+"""robotrl vs Stable-Baselines3 (and sb3-contrib): env-steps/s and final return with identical hyper-parameters.
 
 Every (algorithm, torch threads, seed) pair runs both libraries, one after the other in fresh subprocesses of this
 script (clean thread settings and memory), alternating which goes first so machine noise hits both alike. Each run
-trains on HalfCheetah-v5 for the same number of env steps, then both policies are scored by the SAME evaluation loop
-(deterministic actions, `--eval-episodes` episodes on a fresh gymnasium env).
+trains on the algorithm's env (HalfCheetah-v5 for SAC/TD3/PPO, CartPole-v1 for QR-DQN against sb3-contrib) for the
+same number of env steps, then both policies are scored by the SAME evaluation loop (deterministic actions,
+`--eval-episodes` episodes on a fresh gymnasium env).
 
     python benchmarks/speed_vs_sb3.py --algos sac td3 ppo --threads 1 2 --seeds 3 --out benchmarks/results/hc.json
+    python benchmarks/speed_vs_sb3.py --algos qrdqn --threads 1 --seeds 3 --out benchmarks/results/qrdqn.json
     python benchmarks/speed_vs_sb3.py --report benchmarks/results/hc.json     # table for BENCHMARKS.md
 """
 
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ENV_ID = "HalfCheetah-v5"
+ENV_IDS = {"sac": "HalfCheetah-v5", "td3": "HalfCheetah-v5", "ppo": "HalfCheetah-v5", "qrdqn": "CartPole-v1"}
 
 # One set of hyper-parameters per algorithm, applied to both libraries.
 HPARAMS = {
@@ -30,8 +32,12 @@ HPARAMS = {
                 gamma=0.99, policy_delay=2, noise=0.1, target_noise=0.2, noise_clip=0.5),
     "ppo": dict(hidden=[64, 64], lr=3e-4, n_steps=2048, batch=64, epochs=10, gamma=0.99, gae_lambda=0.95,
                 clip=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5),
+    # configs/cartpole_qrdqn.yaml (rl-baselines3-zoo's CartPole QR-DQN); Adam eps 0.01 / batch as sb3-contrib sets it
+    "qrdqn": dict(hidden=[256, 256], lr=2.3e-3, batch=64, buffer=100_000, learning_starts=1000, train_freq=256,
+                  gradient_steps=128, target_update=128, quantiles=10, gamma=0.99, eps_end=0.04,
+                  exploration_steps=8000, max_grad_norm=10.0),
 }
-DEFAULT_STEPS = {"sac": 15_000, "td3": 15_000, "ppo": 50_000}
+DEFAULT_STEPS = {"sac": 15_000, "td3": 15_000, "ppo": 50_000, "qrdqn": 50_000}
 
 
 def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path, compile: bool = False):
@@ -45,6 +51,13 @@ def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path,
                         minibatch_size=h["batch"], epochs=h["epochs"], gamma=h["gamma"], gae_lambda=h["gae_lambda"],
                         clip_range=h["clip"], ent_coef=h["ent_coef"], vf_coef=h["vf_coef"],
                         max_grad_norm=h["max_grad_norm"], activation="tanh")
+    elif algo == "qrdqn":  # target_update counts gradient steps here and env steps in SB3: both refresh every round
+        algo_cfg = dict(name="qrdqn", hidden_sizes=h["hidden"], lr=h["lr"], adam_eps=0.01 / h["batch"],
+                        batch_size=h["batch"], buffer_size=h["buffer"], learning_starts=h["learning_starts"],
+                        train_every=h["train_freq"], gradient_steps=h["gradient_steps"],
+                        target_update_interval=h["target_update"], num_quantiles=h["quantiles"], gamma=h["gamma"],
+                        epsilon_end=h["eps_end"], exploration_steps=h["exploration_steps"],
+                        max_grad_norm=h["max_grad_norm"])
     elif algo == "sac":
         algo_cfg = dict(name="sac", hidden_sizes=h["hidden"], actor_lr=h["lr"], critic_lr=h["lr"], alpha_lr=h["lr"],
                         batch_size=h["batch"], buffer_size=h["buffer"], learning_starts=h["learning_starts"],
@@ -55,7 +68,7 @@ def train_robotrl(algo: str, steps: int, seed: int, threads: int, workdir: Path,
                         tau=h["tau"], gamma=h["gamma"], policy_delay=h["policy_delay"], exploration_noise=h["noise"],
                         target_policy_noise=h["target_noise"], target_noise_clip=h["noise_clip"])
     algo_cfg["compile"] = compile
-    base = dict(name=f"bench-{algo}", seed=seed, device="cpu", runs_dir=str(workdir), env=dict(id=ENV_ID),
+    base = dict(name=f"bench-{algo}", seed=seed, device="cpu", runs_dir=str(workdir), env=dict(id=ENV_IDS[algo]),
                 algo=algo_cfg, logging=dict(tensorboard=False),
                 train=dict(total_steps=steps, eval_every=0, eval_episodes=1, checkpoint_every=10 * steps,
                            log_every=10_000, torch_threads=threads, save_buffer=False))
@@ -74,9 +87,18 @@ def train_sb3(algo: str, steps: int, seed: int, threads: int, workdir: Path):
     from stable_baselines3.common.noise import NormalActionNoise
 
     torch.set_num_threads(threads)
-    env = gym.make(ENV_ID)
+    env = gym.make(ENV_IDS[algo])
     h = HPARAMS[algo]
-    if algo == "sac":
+    if algo == "qrdqn":
+        from sb3_contrib import QRDQN
+
+        model = QRDQN("MlpPolicy", env, learning_rate=h["lr"], buffer_size=h["buffer"], batch_size=h["batch"],
+                      learning_starts=h["learning_starts"], train_freq=h["train_freq"],
+                      gradient_steps=h["gradient_steps"], target_update_interval=h["target_update"], gamma=h["gamma"],
+                      exploration_fraction=h["exploration_steps"] / steps, exploration_final_eps=h["eps_end"],
+                      max_grad_norm=h["max_grad_norm"], seed=seed, device="cpu",
+                      policy_kwargs=dict(net_arch=h["hidden"], n_quantiles=h["quantiles"]))
+    elif algo == "sac":
         model = SAC("MlpPolicy", env, learning_rate=h["lr"], buffer_size=h["buffer"], batch_size=h["batch"],
                     learning_starts=h["learning_starts"], tau=h["tau"], gamma=h["gamma"], seed=seed, device="cpu",
                     policy_kwargs=dict(net_arch=h["hidden"]))
@@ -98,11 +120,11 @@ def train_sb3(algo: str, steps: int, seed: int, threads: int, workdir: Path):
     return elapsed, lambda obs: model.predict(obs, deterministic=True)[0]
 
 
-def evaluate(policy, episodes: int, seed: int) -> list[float]:
+def evaluate(policy, env_id: str, episodes: int, seed: int) -> list[float]:
     """The shared evaluation loop: deterministic actions on a fresh gymnasium env."""
     import gymnasium as gym
 
-    env = gym.make(ENV_ID)
+    env = gym.make(env_id)
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=10_000 + seed * 100 + episode)
@@ -126,7 +148,7 @@ def one_run(args: argparse.Namespace) -> None:
         else:
             (elapsed, cpu), policy = train_robotrl(args.algo, args.steps, args.seed, args.threads, Path(workdir),
                                                    compile=args.lib == "robotrl-compiled")
-        returns = evaluate(policy, args.eval_episodes, args.seed)
+        returns = evaluate(policy, ENV_IDS[args.algo], args.eval_episodes, args.seed)
     print(json.dumps({"lib": args.lib, "algo": args.algo, "seed": args.seed, "threads": args.threads,
                       "steps": args.steps, "seconds": elapsed, "fps": args.steps / elapsed, "cpu_seconds": cpu,
                       "eval_return": statistics.mean(returns), "eval_returns": returns}))
@@ -190,7 +212,7 @@ def report(path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["sac", "td3", "ppo"], choices=["sac", "td3", "ppo"])
+    parser.add_argument("--algos", nargs="+", default=["sac", "td3", "ppo"], choices=sorted(HPARAMS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default per algorithm)")

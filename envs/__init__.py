@@ -20,12 +20,14 @@ from envs.metaworld_envs import expert_policy, register_metaworld_envs
 from envs.registry import EnvSpec, UnknownEnvError, get_env_spec, list_envs, make, register, reward_spec
 from envs.state import get_state, set_state, supports_state
 from envs.vector import VecEnv, make_vec
+from envs.vlm_scenes import register_vlm_scenes
 from envs.wrappers import RewardComponentsWrapper
 
 register_gymnasium_envs()
 register_carla_envs()
 register_highway_envs()
 register_metaworld_envs()
+register_vlm_scenes()
 
 __all__ = [
     "EnvSpec",

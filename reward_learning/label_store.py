@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -511,10 +511,11 @@ class LabelStore:
                 else self._db.execute(sql + " WHERE query = ? ORDER BY id", (int(query_id),)))
         return [LabelRecord(i, q, _CODE[kind], who, when, bool(gone)) for i, q, kind, who, when, gone in rows]
 
-    def labelled_pairs(self, include_skipped: bool = False, labeller: str | None = None) -> LabelledPairs:
+    def labelled_pairs(self, include_skipped: bool = False, labeller: str | None = None,
+                       exclude_queries: Collection[int] = ()) -> LabelledPairs:
         """Every labelled query as tensors, in query-id order: one row per (query, labeller) holding that labeller's
         latest label that was not undone. Skipped queries are left out unless `include_skipped`; only `labeller`'s
-        labels if given."""
+        labels if given; queries in `exclude_queries` (e.g. the ones a run already trained on) are not loaded."""
         sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment "
                "FROM labels l JOIN queries q ON q.id = l.query "
                f"WHERE l.id IN ({_LATEST})")
@@ -525,6 +526,8 @@ class LabelStore:
             sql += " AND l.label <> 'skip'"
         with self._read() as con:
             rows = con.execute(sql + " ORDER BY l.query, l.id", args).fetchall()
+            if exclude_queries:
+                rows = [r for r in rows if r[0] not in exclude_queries]
             left = self._gather(con, [r[2] for r in rows])
             right = self._gather(con, [r[3] for r in rows])
         labels = np.array([int(_CODE[r[1]]) for r in rows], dtype=np.int64)

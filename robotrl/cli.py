@@ -100,7 +100,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
     from robotrl import compare_cli, reward_cli
 
     commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
-                "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare}
+                "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare, "check": reward_cli.cmd_check}
     return commands[args.reward_command](args)
 
 
@@ -361,6 +361,20 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch CPU threads (default: 1)")
 
+    p = commands.add_parser(
+        "check", help="check a file of LLM-written reward code in the sandbox on transitions of an env",
+        description="Check reward code (compute_dense_reward(obs, action, next_obs, **named); see "
+        "reward_learning.sandbox) statically, run it in the sandbox on random-policy transitions of --env, and print "
+        "mean/std/min/max of the reward and of each named term, or why it was rejected (exit status 1).",
+        epilog="example: robotrl reward check reward.py --env Pendulum-v1 --samples 2000")
+    p.add_argument("file", metavar="FILE", help="Python file defining compute_dense_reward")
+    p.add_argument("--env", required=True, metavar="ENV_ID", help="the task to sample transitions from")
+    p.add_argument("--samples", type=_positive_int, default=1000, metavar="N",
+                   help="random-policy transitions to evaluate on (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rollouts (default: 0)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="CPU-time limit of the evaluation (wall clock: twice that; default: 5)")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -371,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from robotrl.config import ConfigError
+    from robotrl.core.checkpoint import CheckpointError
     from robotrl.trainer import TrainingDiverged
 
     try:
@@ -381,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: checkpoint saved; continue with `robotrl resume <run>`", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

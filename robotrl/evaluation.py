@@ -15,20 +15,28 @@ from robotrl.spaces import ActionAdapter
 
 @dataclass
 class EvalResult:
-    """Per-episode returns (env reward), lengths, success flags and the video files written. `has_success`: the env
-    reports ``info["success"]``, so the success rate is logged even when it is 0."""
+    """Per-episode returns (env reward), lengths, success flags, reward-component totals and the video files written.
+    `has_success`: the env reports ``info["success"]``, so the success rate is logged even when it is 0."""
 
     returns: list[float]
     lengths: list[int]
     successes: list[bool]
     videos: list[Path] = field(default_factory=list)
     has_success: bool = False
+    component_totals: list[dict[str, float]] = field(default_factory=list)  # per episode: name -> sum of raw values
 
     def summary(self) -> dict[str, float]:
+        """Means over episodes. Per reward component: ``eval/components/<name>``, the episode's sum of raw values
+        (for an event flagged once, such as a crash that ends the episode, the share of episodes with the event), and
+        ``eval/components_per_step/<name>``, that sum over the episode's length (e.g. the mean speed)."""
         out = {"eval/return": float(np.mean(self.returns)), "eval/return_std": float(np.std(self.returns)),
                "eval/length": float(np.mean(self.lengths))}
         if self.has_success or any(self.successes):
             out["eval/success_rate"] = float(np.mean(self.successes))
+        for name in self.component_totals[0] if self.component_totals else ():
+            totals = np.array([episode[name] for episode in self.component_totals])
+            out[f"eval/components/{name}"] = float(totals.mean())
+            out[f"eval/components_per_step/{name}"] = float(np.mean(totals / np.array(self.lengths)))
         return out
 
 
@@ -46,6 +54,7 @@ def evaluate(
             obs, _ = env.reset(seed=seed + episode)
             frames = [env.render()] if video_dir is not None else None
             done, total, length, success = False, 0.0, 0, False
+            components: dict[str, float] = {}
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
                 action = agent.act(obs_t, deterministic=deterministic)[0].cpu().numpy()
@@ -53,12 +62,15 @@ def evaluate(
                 total += float(reward)
                 length += 1
                 success = success or bool(info.get("success", False))
+                for name, value in info.get("reward_components", {}).items():
+                    components[name] = components.get(name, 0.0) + float(value)
                 done = terminated or truncated
                 if frames is not None:
                     frames.append(env.render())
             result.returns.append(total)
             result.lengths.append(length)
             result.successes.append(success)
+            result.component_totals.append(components)
             result.has_success = result.has_success or "success" in info
             if video_dir is not None and frames is not None:
                 result.videos.append(write_video(frames, video_dir / f"episode-{episode:03d}.mp4", fps))

@@ -221,11 +221,9 @@ class PreferenceLoop:
 
     def _new_store_labels(self) -> tuple[Segments, Segments, np.ndarray, list[int]]:
         """Labelled pairs in the store whose queries this loop has not trained on yet (late or resumed ones)."""
-        pairs = self.store.labelled_pairs(include_skipped=True)
-        new = np.array([int(q) not in self.known_queries for q in pairs.query_ids], dtype=bool)
+        pairs = self.store.labelled_pairs(include_skipped=True, exclude_queries=self.known_queries)
         device = self.model.device
-        return (pairs.left[new].to(device), pairs.right[new].to(device), pairs.labels[new],
-                [int(q) for q in pairs.query_ids[new]])
+        return pairs.left.to(device), pairs.right.to(device), pairs.labels, [int(q) for q in pairs.query_ids]
 
     def _pairs(self, buffer: ReplayBuffer, count: int, length: int, stride: int, recent: int | None
                ) -> tuple[Segments, Segments]:
@@ -257,9 +255,12 @@ class PreferenceLoop:
     # -------------------------------------------------------------------------------------------- diagnostics
     @torch.no_grad()
     def diagnostics(self, buffer: ReplayBuffer, stride: int, recent: int | None = None) -> dict[str, float]:
-        """Held-out preference accuracy and how well learned segment returns track true ones on fresh data."""
+        """Held-out preference accuracy and how well learned segment returns track true ones on fresh data (nothing
+        while no reward has been learned yet, e.g. before a person's first answer)."""
         c = self.config
         out: dict[str, float] = {}
+        if not self.has_reward:
+            return out
         if self.holdout:
             left = Segments.concat([h[0] for h in self.holdout])
             right = Segments.concat([h[1] for h in self.holdout])
@@ -314,8 +315,7 @@ class PreferenceLoop:
         left, right, labels, query_ids = self._new_store_labels()
         if not query_ids:
             return 0
-        self.learner.add_labels(left, right, labels)
-        self.known_queries.update(query_ids)
+        self._add_labelled(left, right, left, right, labels, query_ids)
         if not self.human:  # people's queries were paid for when they were asked
             self.budget.spent = min(self.budget.total, self.budget.spent + len(query_ids))
         self._count(labels)

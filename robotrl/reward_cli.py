@@ -1,6 +1,6 @@
-"""`robotrl reward train|info|export|queries`: train a reward ensemble from an existing label store, inspect a store,
-export its queries and labels, add queries cut from saved trajectories (for offline labelling). `robotrl.cli`
-parses the arguments and calls the `cmd_*` functions here.
+"""`robotrl reward train|info|export|queries|check`: train a reward ensemble from an existing label store, inspect a
+store, export its queries and labels, add queries cut from saved trajectories (for offline labelling), check a file of
+LLM-written reward code in the sandbox. `robotrl.cli` parses the arguments and calls the `cmd_*` functions here.
 
 A label store keeps discrete actions as one column (the action index), so its meta alone does not say whether actions
 are discrete: for a store of action width 1, `reward train` builds the env once (`envs.make(env_id).action_space`)
@@ -305,4 +305,44 @@ def cmd_queries(args: argparse.Namespace) -> int:
         pending = len(store.pending_queries())
     print(f"added {len(queries)} queries of {args.segment_length}-step segments from {source} to {out} "
           f"({pending} pending); label them with: robotrl label {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ check
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a reward-code file statically, then run it in the sandbox on random-policy transitions of an env and
+    print per-term statistics; a rejected file prints the reason and exits with status 1."""
+    from reward_learning.code_check import RewardCodeError, check_code
+    from reward_learning.sandbox import SandboxedReward, SandboxLimits
+    from robotrl import offline_queries as oq
+    from robotrl.compare_cli import buffer_transitions, random_policy_buffer
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"no reward code file at {path}")
+    try:
+        check_code(path.read_text())  # fail fast, before building the env
+        _, components, _ = oq.task_layout(args.env)
+        transitions = buffer_transitions(random_policy_buffer(args.env, args.samples, None, args.seed), args.samples,
+                                         args.seed)
+        limits = SandboxLimits(cpu_seconds=args.timeout, wall_seconds=2 * args.timeout)
+        with SandboxedReward.from_file(path, components, limits=limits, reject_constant=True) as reward:
+            started = time.perf_counter()
+            total, terms = reward.evaluate(transitions)
+            seconds = time.perf_counter() - started
+            inputs = ["obs", "action", "next_obs", *reward.inputs]
+    except RewardCodeError as err:
+        print(f"rejected: {path}: {err}", file=sys.stderr)
+        return 1
+    print(f"reward code  {path}: accepted (passed the static check, ran in the sandbox)")
+    print(f"env          {args.env}: {len(total)} random-policy transitions (seed {args.seed}), evaluated in "
+          f"{seconds * 1000:.1f} ms")
+    print(f"inputs       {', '.join(inputs)}")
+    rows = [("reward (total)", total), *terms.items()]
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'term':<{width}}  {'mean':>10}  {'std':>10}  {'min':>10}  {'max':>10}")
+    for name, values in rows:
+        values = values.double()
+        stats = (values.mean(), values.std(correction=0), values.min(), values.max())
+        print(f"{name:<{width}}  " + "  ".join(f"{v.item():>10.4g}" for v in stats))
     return 0

@@ -31,6 +31,7 @@ from robotrl.logger import MetricsLogger, to_float
 from robotrl.preference import PreferenceLoop
 from robotrl.progress import TrainingProgress
 from robotrl.spaces import ActionAdapter
+from robotrl.vlm_rewards import PendingVLMReward, VLMRewarder
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -83,6 +84,8 @@ def build_reward_source(config: RunConfig, component_names: list[str]) -> Reward
     """The fixed reward source the config asks for (learned rewards come from `PreferenceLoop`)."""
     if config.reward.source == "components":
         return ComponentReward(component_names, config.reward.weights)
+    if config.reward.source == "vlm":  # the real rewards are written into the buffer by `VLMRewarder`
+        return PendingVLMReward()
     return EnvReward()
 
 
@@ -114,6 +117,7 @@ class Trainer:
         pref = config.reward.preference
         self.state_dim = 0
         record_state = config.reward.source == "preference" and (pref.record_states or pref.teacher == "human")
+        record_state = record_state or config.reward.source == "vlm"  # VLM frames are rendered from stored states
         try:
             if record_state:
                 self.state_dim = simulator_state_size(config)
@@ -148,6 +152,7 @@ class Trainer:
                 seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec])
         self.reward_source = reward_source or (self.preference.reward_source if self.preference
                                                else build_reward_source(config, self.component_names))
+        self.vlm = VLMRewarder.from_config(config) if config.reward.source == "vlm" else None
         self.buffer: ReplayBuffer | None = None
         if not self.agent.on_policy or self.preference is not None:  # PrefPPO keeps recent steps for segments
             capacity = config.reward.preference.segment_pool if self.agent.on_policy else config.algo.buffer_size
@@ -171,12 +176,20 @@ class Trainer:
         trainer = cls(config, run_dir, progress=progress)
         path = run_dir / CHECKPOINT
         if path.exists():
-            trainer.load_checkpoint(path)
+            try:
+                trainer.load_checkpoint(path)
+            except BaseException:
+                trainer.vec.close()
+                if trainer.preference is not None:
+                    trainer.preference.close()
+                raise
         return trainer
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
         """Atomically write params, optimisers, RNG states, normaliser stats, counters and the replay buffer."""
+        if self.vlm is not None and self.buffer is not None:  # never save placeholder rewards
+            self.vlm.flush(self.buffer)
         agent_state = self.agent.full_state()
         if not ckpt.tensors_finite(agent_state["modules"]):
             raise TrainingDiverged(self._diverged_message("network parameters contain NaN/inf"))
@@ -194,7 +207,17 @@ class Trainer:
         ckpt.atomic_save(state, self.run_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> None:
+        """Restore everything `save_checkpoint` wrote; a checkpoint this code cannot read fails with what to do."""
         state = ckpt.load(path, self.device)
+        try:
+            self._restore(state)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ckpt.CheckpointError(
+                f"{path} does not fit this run ({type(err).__name__}: {str(err).splitlines()[0]}). It was probably "
+                "written by another robotrl version or for another config: resume it with the version that wrote "
+                "it, or start a new run") from err
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.agent.load_full_state(state["agent"])
         if self.buffer is not None and "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
@@ -223,6 +246,8 @@ class Trainer:
             cleanup.callback(self.vec.close)
             if self.preference is not None:
                 cleanup.callback(self.preference.close)
+            if self.vlm is not None:
+                cleanup.callback(self.vlm.close)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
@@ -297,6 +322,8 @@ class Trainer:
             if bad:
                 raise TrainingDiverged(self._diverged_message(f"{', '.join(bad)} became NaN/inf"))
             values["time/fps"] = self.progress.rate()
+            if self.vlm is not None:
+                values.update(self.vlm.metrics())
             self.logger.log(self.step, values)
         if cfg.eval_every and crossed(cfg.eval_every):
             self._evaluate()
@@ -355,12 +382,16 @@ class Trainer:
             true_next = info["next_obs"]
             reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
             self._store_step(obs, action, true_next, reward, env_reward, terminated, truncated, info)
+            if self.vlm is not None:
+                self.vlm.collect(buffer, n)
             before = self.step
             self._after_env_step(terminated, truncated, info)
             obs = next_obs
             if pref is not None and pref.round_due(self.step):
                 self._feedback_round(relabel=True)
             if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
+                if self.vlm is not None:  # score pending frames first: never train on placeholder rewards
+                    self.vlm.flush(buffer)
                 for _ in range(algo.gradient_steps):
                     batch = self._sample(buffer)
                     if pref is not None and pref.unsupervised(self.step):

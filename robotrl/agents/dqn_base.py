@@ -48,6 +48,7 @@ class DistributionalDQN(Agent):
     """Epsilon-greedy agent over discrete actions that learns return quantiles with the quantile Huber loss."""
 
     action_spaces = ("discrete",)
+    fixed_taus = False  # True when the policy, training and target fractions are one fixed grid (QR-DQN)
     config: DQNConfig
 
     def __init__(self, obs_dim: int, num_actions: int, config: DQNConfig, device: torch.device) -> None:
@@ -102,13 +103,13 @@ class DistributionalDQN(Agent):
 
     def action_values(self, net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         """[batch, num_actions] scores to maximise: the mean quantile at `policy_taus` (the expected return, or a
-        risk measure when those fractions are restricted)."""
+        risk measure when those fractions are restricted); [batch, H, num_actions] for a net with H heads."""
         return self.quantiles(net, obs, self.policy_taus(obs.shape[0])).mean(1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """[batch, 1] action indices (as floats, the stored format): greedy, or epsilon-greedy while training."""
-        action = self.action_values(self.net, obs).argmax(-1)
+        action = self.greedy_action(self.net, obs)
         if not deterministic:
             explore = torch.rand(action.shape, device=action.device) < self.epsilon
             random = torch.randint(0, self.action_dim, action.shape, device=action.device)
@@ -116,21 +117,35 @@ class DistributionalDQN(Agent):
             self.acted_steps += obs.shape[0]
         return action.unsqueeze(-1).float()
 
+    def greedy_action(self, net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        """[batch] indices of the actions `net` prefers; used when acting and to pick the target's next action."""
+        return self.action_values(net, obs).argmax(-1)
+
+    def head_rewards(self, batch: ReplayBatch) -> torch.Tensor:
+        """The rewards the quantile heads learn: [batch] for one return distribution per action; [batch, H] for H heads
+        (a column each, or one column broadcast to every head)."""
+        return batch.reward
+
     def loss(self, batch: ReplayBatch) -> torch.Tensor:
         """Quantile Huber loss of Z(s, a) against r + gamma^m * (1 - terminated) * Z_target(s', a*) (m = 1 unless
-        the batch holds n-step returns)."""
+        the batch holds n-step returns), summed over heads when the network has several ([batch, T, H, A])."""
         c, size = self.config, batch.obs.shape[0]
-        discount = c.gamma if batch.discount is None else batch.discount[:, None]
+        discount = c.gamma if batch.discount is None else batch.discount
         with torch.no_grad():
-            chooser = self.net if c.double_q else self.target_net
-            next_action = self.action_values(chooser, batch.next_obs).argmax(-1)
-            next_z = self.quantiles(self.target_net, batch.next_obs, self.target_taus(size))
-            next_z = next_z.gather(2, next_action[:, None, None].expand(-1, next_z.shape[1], 1)).squeeze(2)
-            target = batch.reward[:, None] + discount * (1.0 - batch.terminated[:, None]) * next_z
+            every_next_z = self.quantiles(self.target_net, batch.next_obs, self.target_taus(size))
+            if self.fixed_taus and not c.double_q:  # the target atoms already score the actions: one target pass
+                next_action = every_next_z.mean(1).argmax(-1)
+            else:
+                next_action = self.greedy_action(self.net if c.double_q else self.target_net, batch.next_obs)
+            next_z = take_action(every_next_z, next_action)
+            keep = (discount * (1.0 - batch.terminated)).view(-1, *[1] * (next_z.dim() - 1))
+            target = self.head_rewards(batch).unsqueeze(1) + keep * next_z
         taus = self.train_taus(size)
-        z = self.quantiles(self.net, batch.obs, taus)
-        action = batch.action.long().reshape(size, 1, 1).expand(-1, z.shape[1], 1)
-        return quantile_huber_loss(z.gather(2, action).squeeze(2), target, taus, c.kappa)
+        z = take_action(self.quantiles(self.net, batch.obs, taus), batch.action.long().view(size))
+        if z.dim() == 2:
+            return quantile_huber_loss(z, target, taus, c.kappa)
+        heads = z.shape[-1]  # [batch, T, H]: each head its own loss, summed
+        return heads * quantile_huber_loss(z.movedim(-1, 0), target.movedim(-1, 0), taus, c.kappa)
 
     def update(self, batch: ReplayBatch) -> dict[str, torch.Tensor]:
         """One gradient step; the target network follows every `target_update_interval` steps."""
@@ -145,3 +160,9 @@ class DistributionalDQN(Agent):
         if self.num_updates % c.target_update_interval == 0:
             soft_update(self.target_net, self.net, c.tau)
         return {"quantile_loss": loss.detach(), "epsilon": torch.tensor(self.epsilon)}
+
+
+def take_action(z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Quantiles of one action per transition: z [batch, T, ..., A] and action [batch] -> [batch, T, ...]."""
+    index = action.view(-1, *[1] * (z.dim() - 1)).expand(*z.shape[:-1], 1)
+    return z.gather(-1, index).squeeze(-1)

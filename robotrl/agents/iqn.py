@@ -2,7 +2,9 @@
 
 The state features psi(s) are multiplied elementwise with an embedding of tau, phi(tau) = ReLU(W cos(pi i tau) + b)
 for i = 0..n-1 (n = 64), and a small head maps the product to one quantile per action. Training samples N fractions
-for the prediction and N' for the target atoms; acting scores each action by its mean over K sampled fractions.
+for the prediction and N' for the target atoms; acting scores each action by its mean over K sampled fractions while
+training, and over K fixed midpoint fractions in eval mode (`agent.eval()`, as evaluation sets it), so evaluations
+are deterministic and draw nothing from the global RNG that training uses.
 Drawing those K fractions from [0, alpha] instead of [0, 1] scores actions by their CVaR at level alpha, a
 risk-averse policy (`cvar_alpha`). The DQN machinery is `DistributionalDQN`'s.
 """
@@ -18,6 +20,7 @@ from torch import nn
 
 from robotrl.agents.dqn_base import DistributionalDQN, DQNConfig
 from robotrl.core.networks import activation, mlp
+from robotrl.core.quantile import midpoint_taus
 
 
 class IQNConfig(DQNConfig):
@@ -51,13 +54,16 @@ class TauEmbedding(nn.Module):
 
 
 class ImplicitQuantileNet(nn.Module):
-    """Z(s, tau) for every action: head(psi(s) * phi(tau)) -> [batch, T, num_actions]."""
+    """Z(s, tau) for every action: head(psi(s) * phi(tau)) -> [batch, T, num_actions].
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], act: str, embedding_dim: int) -> None:
+    `head` replaces the default MLP head (input [batch, T, hidden[-2]]), e.g. one head per reward objective."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], act: str, embedding_dim: int,
+                 head: nn.Module | None = None) -> None:
         super().__init__()
         self.torso = nn.Sequential(*mlp(obs_dim, hidden[:-2], hidden[-2], act), activation(act)())
         self.embedding = TauEmbedding(embedding_dim, hidden[-2])
-        self.head = mlp(hidden[-2], hidden[-1:], num_actions, act)
+        self.head = head if head is not None else mlp(hidden[-2], hidden[-1:], num_actions, act)
 
     def forward(self, obs: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(obs).unsqueeze(1) * self.embedding(taus))
@@ -86,4 +92,7 @@ class IQN(DistributionalDQN):
         return self.sample_taus(batch_size, self.config.num_target_samples)
 
     def policy_taus(self, batch_size: int) -> torch.Tensor:
-        return self.sample_taus(batch_size, self.config.num_policy_samples, self.config.cvar_alpha)
+        c = self.config
+        if not self.training:
+            return c.cvar_alpha * midpoint_taus(c.num_policy_samples, self.device)
+        return self.sample_taus(batch_size, c.num_policy_samples, c.cvar_alpha)

@@ -29,6 +29,7 @@ class QRDQN(DistributionalDQN):
     """QR-DQN for discrete actions."""
 
     config: QRDQNConfig
+    fixed_taus = True
 
     def __init__(self, obs_dim: int, num_actions: int, config: QRDQNConfig, device: torch.device) -> None:
         super().__init__(obs_dim, num_actions, config, device)

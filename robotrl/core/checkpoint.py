@@ -34,6 +34,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that this code cannot restore (another version's format, or another config's shapes)."""
+
+
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by `atomic_save`, mapping tensors to `device`."""
     path = Path(path)

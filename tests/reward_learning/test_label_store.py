@@ -164,6 +164,10 @@ def test_equal_and_skip_are_kept_and_skip_is_excluded_by_default(tmp_path):
     with_skips = store.labelled_pairs(include_skipped=True)
     assert with_skips.labels.tolist() == [Label.EQUAL, Label.SKIP, Label.LEFT]
     assert_segments_equal(with_skips.right, segs[[3, 4, 5]])
+    later = store.labelled_pairs(include_skipped=True, exclude_queries={queries[0], queries[1]})  # already trained on
+    assert later.query_ids.tolist() == [queries[2]] and later.labels.tolist() == [Label.LEFT]
+    assert_segments_equal(later.left, segs[[2]])
+    assert len(store.labelled_pairs(exclude_queries=set(queries)).labels) == 0
     store.close()
 
 

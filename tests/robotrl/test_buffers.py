@@ -271,7 +271,7 @@ def test_n_step_returns_match_a_hand_computation_with_two_envs(capacity):
     stride, gamma, n = 2, 0.9, 3
     buffer = ReplayBuffer(capacity, (1,), 1, num_components=1)
     rows, episode, next_episode = [], [0, 1], 2
-    for t in range(30):  # 30 vector steps of 2 envs = 60 rows, interleaved env 0, env 1
+    for _ in range(30):  # 30 vector steps of 2 envs = 60 rows, interleaved env 0, env 1
         terminated = rng.random(stride) < 0.1
         truncated = ~terminated & (rng.random(stride) < 0.1)
         reward = rng.normal(size=stride).astype(np.float32)

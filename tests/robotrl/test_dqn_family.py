@@ -75,6 +75,19 @@ def bandit_agents() -> dict:
     return agents
 
 
+def test_iqn_in_eval_mode_acts_deterministically_without_touching_the_global_rng():
+    agent = make_agent("iqn")
+    obs = torch.randn(64, 3)
+    agent.eval()
+    before = torch.get_rng_state()
+    first = agent.act(obs, deterministic=True)
+    assert torch.equal(torch.get_rng_state(), before)  # evaluations do not shift training's random stream
+    assert torch.equal(agent.act(obs, deterministic=True), first)
+    agent.train()
+    agent.act(obs, deterministic=True)  # training mode samples its fractions
+    assert not torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("name", ["qrdqn", "iqn"])
 def test_learned_quantiles_match_the_true_return_distribution(name, bandit_agents):
     agent = bandit_agents[name]

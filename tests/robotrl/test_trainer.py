@@ -299,6 +299,18 @@ def test_resume_without_checkpoint_starts_from_scratch(tiny_config, tmp_path):
     trainer.vec.close()
 
 
+def test_resume_from_an_unreadable_checkpoint_says_what_to_do(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config("sac", train={"total_steps": 150}), run_dir=run, progress=False).train()
+    with pytest.raises(ckpt.CheckpointError, match="another robotrl version or for another config"):
+        Trainer.resume(run, progress=False, overrides=("algo.hidden_sizes=[16,16]",))  # other network shapes
+    state = ckpt.load(run / CHECKPOINT)
+    del state["agent"]["num_updates"]  # an older format without a field this version reads
+    ckpt.atomic_save(state, run / CHECKPOINT)
+    with pytest.raises(ckpt.CheckpointError, match="KeyError"):
+        Trainer.resume(run, progress=False)
+
+
 # ----------------------------------------------------------------------------------------------- determinism
 @pytest.mark.parametrize("algo", ["sac", "ppo"])
 def test_same_seed_gives_identical_metrics_and_parameters(algo, tiny_config, tmp_path):

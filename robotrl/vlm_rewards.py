@@ -1,0 +1,134 @@
+"""Trainer-side glue for vision-language rewards: collect rendered frames, score them in large batches, and write the
+rewards into the replay buffer in place.
+
+How frames are obtained: the training envs record their simulator state after every step (`record_state`, which the
+replay buffer stores per row), and a separate render env re-creates each frame from its state (`envs.set_state` +
+`render()` at the model's resolution). This gets the true final frame of ended episodes (the vector env has already
+reset them when the step returns) and works the same for sync and async envs.
+
+When rewards are written: rows wait as pending storage indices with a placeholder reward of 0, and are scored together
+when a model batch fills, before every update round and before every checkpoint. So no transition is ever trained on
+or saved with the placeholder, and with `algo.train_every` >= batch_size / num_envs every model call is a full batch.
+`score_every: step` scores each vector step on its own (one model call per step): the baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+import envs
+from envs.rendering import fast_rendering
+from reward_learning.sources import RewardSource, Transitions
+from reward_learning.vlm import VLMReward, VLMWeightsError, build_backend
+from robotrl.agents import AGENTS
+from robotrl.config import ConfigError, RunConfig
+from robotrl.core.buffers import ReplayBuffer
+from robotrl.core.device import resolve_device
+
+
+class PendingVLMReward(RewardSource):
+    """The reward a transition holds until its frame is scored: 0 (overwritten in the buffer before any update)."""
+
+    name = "vlm"
+    needs = frozenset({"terminated"})
+
+    def __call__(self, batch: Transitions) -> torch.Tensor:
+        return torch.zeros_like(batch["terminated"])
+
+
+class VLMRewarder:
+    """Renders stored states, scores their frames with a `VLMReward` in batches, and writes buffer rewards."""
+
+    def __init__(self, reward: VLMReward, render_env: envs.RewardComponentsWrapper, score_every: str = "episode"
+                 ) -> None:
+        """`render_env` must be reset once (classic-control envs have no state before) and render rgb_array."""
+        if score_every not in ("episode", "step"):
+            raise ValueError(f"score_every must be 'episode' or 'step'; got {score_every!r}")
+        self.reward = reward
+        self.render_env = render_env
+        self.score_every = score_every
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
+        self.frames_scored = 0
+        self.model_calls = 0
+        self.render_seconds = 0.0
+        self.model_seconds = 0.0
+        self.last_mean_reward = float("nan")
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> VLMRewarder:
+        """Load the configured model and build the render env; clear errors for impossible settings."""
+        vlm = config.reward.vlm
+        if AGENTS[config.algo.name].on_policy:
+            raise ConfigError(f"reward.source: vlm writes rewards into a replay buffer, so it needs an off-policy "
+                              f"agent (sac, td3, tqc, ...); got algo.name={config.algo.name}")
+        try:
+            backend = build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
+                                    vlm.allow_download, vlm.precision)
+        except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
+            raise ConfigError(f"reward.vlm: {err}") from err
+        reward = VLMReward(backend, vlm.goal_prompts, vlm.baseline_prompts, vlm.alpha, vlm.batch_size)
+        if config.algo.buffer_size < vlm.batch_size + config.env.num_envs:
+            raise ConfigError(f"algo.buffer_size ({config.algo.buffer_size}) must hold at least one VLM batch "
+                              f"(reward.vlm.batch_size + env.num_envs = {vlm.batch_size + config.env.num_envs})")
+        size = backend.image_size
+        render_env = envs.make(config.env.id, width=vlm.width or size, height=vlm.height or size, camera=vlm.camera,
+                               max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+        if vlm.fast_rendering:
+            fast_rendering(render_env)
+        render_env.reset(seed=config.seed)
+        return cls(reward, render_env, vlm.score_every)
+
+    def render(self, states: np.ndarray) -> np.ndarray:
+        """uint8 frames [N, H, W, 3] of the simulator states [N, d]."""
+        frames = []
+        for state in states:
+            envs.set_state(self.render_env, state)
+            frames.append(self.render_env.render())
+        return np.stack(frames)
+
+    def collect(self, buffer: ReplayBuffer, num_rows: int) -> None:
+        """Note the `num_rows` rows just added to `buffer` (they must hold `state`); score now if due."""
+        rows = (buffer.pos - num_rows + torch.arange(num_rows, device=buffer.device)) % buffer.capacity
+        if self.score_every == "step":
+            self._score(buffer, rows)
+            return
+        self._pending.append(rows)
+        self._pending_rows += num_rows
+        if self._pending_rows >= self.reward.batch_size:
+            self.flush(buffer)
+
+    def flush(self, buffer: ReplayBuffer) -> None:
+        """Score every pending row (call before training on or saving the buffer)."""
+        if self._pending:
+            rows = torch.cat(self._pending)
+            self._pending, self._pending_rows = [], 0
+            self._score(buffer, rows)
+
+    def _score(self, buffer: ReplayBuffer, rows: torch.Tensor) -> None:
+        """Render, embed and score the frames of `rows`, then overwrite their rewards in place."""
+        started = time.perf_counter()
+        frames = self.render(buffer.storage["state"][rows].cpu().numpy())
+        rendered = time.perf_counter()
+        rewards = self.reward.score_frames(frames)
+        self.render_seconds += rendered - started
+        self.model_seconds += time.perf_counter() - rendered
+        self.model_calls += -(-len(rows) // self.reward.batch_size)
+        if not torch.isfinite(rewards).all():
+            raise FloatingPointError("the vision-language model returned NaN/inf rewards; check the weights")
+        buffer.storage["reward"][rows] = rewards.to(buffer.device)
+        self.frames_scored += len(rows)
+        self.last_mean_reward = float(rewards.mean())
+
+    def metrics(self) -> dict[str, float]:
+        """Counters for the metrics log: frames scored, model calls, time rendering vs in the model, mean reward."""
+        return {"vlm/frames_scored": self.frames_scored, "vlm/model_calls": self.model_calls,
+                "vlm/render_s": self.render_seconds, "vlm/model_s": self.model_seconds,
+                "vlm/mean_reward": self.last_mean_reward}
+
+    def close(self) -> None:
+        """Close the render env."""
+        self.render_env.close()

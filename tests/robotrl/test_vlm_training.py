@@ -1,0 +1,166 @@
+"""Vision-language rewards in training: frames from recorded states, batched scoring written into the replay buffer,
+no update on unscored rewards, a short SAC run through the Trainer, and the textured scenes rendering headless."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from robotrl.config import ConfigError
+from robotrl.core.buffers import ReplayBuffer
+from robotrl.trainer import Trainer
+from robotrl.vlm_rewards import VLMRewarder
+
+pytest.importorskip("transformers")
+
+GOAL = "a car at the peak of the mountain, next to the yellow flag"
+ENV_ID = "textured/MountainCarContinuous-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from reward_learning.vlm_tiny import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", prompts=[GOAL, "a car in the mountain"])
+
+
+def vlm_section(model_path, **extra) -> dict:
+    return {"source": "vlm", "vlm": {"model_path": str(model_path), "goal_prompts": [GOAL],
+                                     "baseline_prompts": ["a car in the mountain"], "alpha": 0.5, "batch_size": 64,
+                                     "device": "cpu", **extra}}
+
+
+def rewarder_config(tiny_config, tiny_clip, **extra):
+    return tiny_config("sac", env_id=ENV_ID, reward=vlm_section(tiny_clip, **extra),
+                       algo={"learning_starts": 100, "train_every": 50, "gradient_steps": 10})
+
+
+def fill(buffer: ReplayBuffer, rewarder: VLMRewarder, steps: int, num_envs: int = 2) -> list[int]:
+    """Step `num_envs` MountainCar envs with random actions, storing rows with states like the trainer does;
+    returns how many rows were pending (unscored) after each step."""
+    vec = envs.make_vec(ENV_ID, num_envs, seed=0, record_state=True, render_mode=None)
+    pending = []
+    try:
+        obs, _ = vec.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for step in range(steps):
+            action = rng.uniform(-1, 1, (num_envs, 1)).astype(np.float32)
+            next_obs, reward, terminated, truncated, info = vec.step(action)
+            buffer.add(obs=obs, action=action, next_obs=info["next_obs"], reward=np.zeros(num_envs),
+                       terminated=terminated, truncated=truncated, state=info["state"],
+                       episode_id=np.arange(num_envs), episode_step=np.full(num_envs, step))
+            rewarder.collect(buffer, num_envs)
+            pending.append(sum(len(rows) for rows in rewarder._pending))
+            obs = next_obs
+    finally:
+        vec.close()
+    return pending
+
+
+def test_rewards_are_scored_in_batches_and_written_in_place(tiny_config, tiny_clip):
+    config = rewarder_config(tiny_config, tiny_clip)
+    rewarder = VLMRewarder.from_config(config)
+    try:
+        buffer = ReplayBuffer(100, (2,), 1, 0, state_dim=2)  # 100 rows: the ring wraps during the 70 steps
+        pending = fill(buffer, rewarder, 70)
+        assert max(pending) < 64 and pending[31] == 0  # a full batch of 64 is scored at once, at step 32
+        assert rewarder.frames_scored == 128 and rewarder.model_calls == 2
+        rewarder.flush(buffer)
+        assert rewarder.frames_scored == 140 and rewarder.model_calls == 3
+        # every stored row holds the reward of its own re-rendered frame
+        stored = buffer.storage["reward"][: buffer.size]
+        frames = rewarder.render(buffer.storage["state"][: buffer.size].numpy())
+        torch.testing.assert_close(stored, rewarder.reward.score_frames(frames), atol=1e-5, rtol=0)
+        assert frames.shape == (100, 32, 32, 3)  # rendered at the model's resolution
+    finally:
+        rewarder.close()
+
+
+def test_score_every_step_calls_the_model_each_step(tiny_config, tiny_clip):
+    rewarder = VLMRewarder.from_config(rewarder_config(tiny_config, tiny_clip, score_every="step"))
+    try:
+        buffer = ReplayBuffer(100, (2,), 1, 0, state_dim=2)
+        assert max(fill(buffer, rewarder, 10)) == 0
+        assert rewarder.model_calls == 10 and rewarder.frames_scored == 20
+    finally:
+        rewarder.close()
+
+
+def test_sac_trains_on_scored_vlm_rewards_only(tiny_config, tiny_clip, monkeypatch):
+    config = tiny_config("sac", env_id=ENV_ID, reward=vlm_section(tiny_clip),
+                         algo={"learning_starts": 100, "train_every": 50, "gradient_steps": 20},
+                         train={"total_steps": 300, "checkpoint_every": 150, "log_every": 100})
+    trainer = Trainer(config, progress=False)
+    updates = []
+    original = trainer.agent.update
+
+    def checked_update(batch):
+        assert not trainer.vlm._pending, "an update ran while frames were still unscored"
+        updates.append(trainer.step)
+        return original(batch)
+
+    monkeypatch.setattr(trainer.agent, "update", checked_update)
+    result = trainer.train()
+    assert result.steps == 300 and len(updates) == 5 * 20  # rounds at steps 100, 150, ..., 300
+    buffer = trainer.buffer
+    stored = buffer.storage["reward"][: buffer.size]
+    frames = trainer.vlm.render(buffer.storage["state"][: buffer.size].numpy())
+    torch.testing.assert_close(stored, trainer.vlm.reward.score_frames(frames), atol=1e-5, rtol=0)
+    assert trainer.vlm.model_calls < 300 / 10  # batched, not one call per step
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("vlm/frames_scored" in row for row in logged)
+    assert np.isfinite([row["eval/return"] for row in logged if "eval/return" in row]).all()
+
+
+def test_on_policy_agents_are_refused(tiny_config, tiny_clip):
+    config = tiny_config("ppo", env_id=ENV_ID, reward=vlm_section(tiny_clip))
+    with pytest.raises(ConfigError, match="off-policy"):
+        Trainer(config, progress=False)
+
+
+def test_missing_weights_are_a_config_error_saying_what_to_do(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.delenv("ROBOTRL_CLIP_PATH", raising=False)
+    config = tiny_config("sac", env_id=ENV_ID, reward=vlm_section(tmp_path / "no-such-model"))
+    with pytest.raises(ConfigError, match="ROBOTRL_CLIP_PATH"):
+        Trainer(config, progress=False)
+
+
+def test_config_needs_goal_prompts(tiny_config):
+    with pytest.raises(ConfigError, match="goal_prompts"):
+        tiny_config("sac", reward={"source": "vlm"})
+
+
+@pytest.mark.parametrize("env_id", ["textured/Humanoid-v5", "textured/CartPole-v1", ENV_ID])
+def test_textured_scenes_render_headless(env_id):
+    kwargs = {"terminate_when_unhealthy": False} if "Humanoid" in env_id else {}
+    env = envs.make(env_id, width=64, height=48, **kwargs)
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        frame = env.render()
+    finally:
+        env.close()
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+    top, bottom = frame[:4].reshape(-1, 3).mean(0), frame[-4:].reshape(-1, 3).mean(0)
+    assert top[2] > top[0] + 20  # blue sky above
+    assert bottom[1] > bottom[2] + 20  # green ground below
+    assert envs.get_env_spec(env_id).reward_terms is not None
+
+
+def test_textured_humanoid_model_merges_our_scene_into_gymnasiums_xml():
+    import xml.etree.ElementTree as ET
+
+    from envs.vlm_scenes import _gymnasium_asset, textured_model
+
+    path = textured_model(_gymnasium_asset("humanoid.xml"))
+    assert textured_model(_gymnasium_asset("humanoid.xml")) == path  # cached by content
+    root = ET.parse(path).getroot()
+    skyboxes = [t.get("name") for t in root.iter("texture") if t.get("type") == "skybox"]
+    assert skyboxes == ["robotrl_sky"]
+    floor = next(g for g in root.iter("geom") if g.get("name") == "floor")
+    assert floor.get("material") == "robotrl_floor" and "rgba" not in floor.attrib
+    assert root.find("default/geom").get("material") == "robotrl_body"
