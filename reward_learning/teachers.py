@@ -40,6 +40,9 @@ class Teacher(ABC):
         """Show the teacher the round's candidate segments, from which the queries are picked (HERON's margins are
         relative to their spread)."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook for teachers that hold resources (a model, a renderer)
+        """Release what the teacher holds."""
+
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to keep labelling the same way (JSON-able)."""
         return {}

@@ -47,6 +47,12 @@ class VLMTeacher(Teacher):
         scores = self.reward.score_frames(self.render(states))
         return scores.reshape(count, len(steps)).mean(1)
 
+    def close(self) -> None:
+        """Close the renderer if it owns resources (e.g. a render env)."""
+        close = getattr(self.render, "close", None)
+        if close is not None:
+            close()
+
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
         difference = (self.segment_scores(right) - self.segment_scores(left)).numpy()
         labels = np.where(difference > 0, Label.RIGHT, Label.LEFT).astype(np.int64)

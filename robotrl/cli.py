@@ -100,7 +100,8 @@ def cmd_reward(args: argparse.Namespace) -> int:
     from robotrl import compare_cli, reward_cli
 
     commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
-                "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare, "check": reward_cli.cmd_check}
+                "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare, "check": reward_cli.cmd_check,
+                "generate": reward_cli.cmd_generate}
     return commands[args.reward_command](args)
 
 
@@ -374,6 +375,43 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the rollouts (default: 0)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="CPU-time limit of the evaluation (wall clock: twice that; default: 5)")
+
+    p = commands.add_parser(
+        "generate", help="write reward code for a goal with an LLM, validated in the sandbox",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ask an LLM (Text2Reward-style prompt: the env's observation fields, action and reward\n"
+        "components) for compute_dense_reward code that makes the agent fulfil GOAL, validate each reply (static\n"
+        "check, then the sandbox on random-policy transitions of --env), send errors back for up to --rounds\n"
+        "rounds, and save every prompt, reply and error under --out, with reward.py when one is valid. Replies are\n"
+        "cached by request (default ~/.cache/robotrl/llm), so a rerun with the same settings needs no LLM.",
+        epilog="examples:\n  robotrl reward generate --env HalfCheetah-v5 \"run backwards as fast as possible\"\n"
+        "  robotrl reward generate --env metaworld/reach-v3 \"reach the goal\" --llm http://127.0.0.1:8000 "
+        "--model qwen2.5-coder --few-shot 2")
+    p.add_argument("goal", metavar="GOAL", help="what the agent should do, in words")
+    p.add_argument("--env", required=True, metavar="ENV_ID", help="the task the reward is for")
+    p.add_argument("--llm", default="local", metavar="local|URL",
+                   help="'local': SmolLM2-135M embedded with xllamacpp (needs the llm extra); or the base URL of an "
+                   "OpenAI-compatible server (API key from $OPENAI_API_KEY if set). Default: local")
+    p.add_argument("--model", metavar="M", help="model name for a URL; for local, a GGUF file (default: SmolLM2)")
+    p.add_argument("--out", metavar="DIR", help="where to write the provenance (default: runs/generate-ENV-TIME)")
+    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+                   help="examples from reward_learning/reward_library in the prompt, by goal similarity (default: 0)")
+    p.add_argument("--retrieval", choices=("auto", "minilm", "tfidf"), default="auto",
+                   help="how examples are retrieved: MiniLM embeddings (auto: when installed) or TF-IDF")
+    p.add_argument("--rounds", type=int, default=3, metavar="N",
+                   help="error-feedback rounds after a sample's first reply (default: 3)")
+    p.add_argument("--n", type=_positive_int, default=1, metavar="N",
+                   help="independent samples, seeds SEED..SEED+N-1 (default: 1)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
+                   help="longest reply in tokens (default: 1024)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the LLM samples and of the rollouts (default: 0)")
+    p.add_argument("--samples", type=_positive_int, default=500, metavar="N",
+                   help="random-policy transitions to validate on (default: 500)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="CPU-time limit of one validation in the sandbox (default: 5)")
+    p.add_argument("--cache", metavar="DIR", help="reply cache directory (default: ~/.cache/robotrl/llm)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the reply cache")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,13 +53,14 @@ class PreferenceConfig(Strict):
     """Preference-based reward learning (PEBBLE for SAC/TD3, PrefPPO for PPO); defaults follow B-Pref."""
 
     teacher: str = Field("oracle", description="B-Pref preset (oracle, noisy, mistake, skip, myopic, equal), "
-                         "heron: HERON's ranking of reward components (see `heron`), or human: people label in "
-                         "the web page (`robotrl label RUN`)")
+                         "heron: HERON's ranking of reward components (see `heron`), human: people label in "
+                         "the web page (`robotrl label RUN`), or vlm: the reward.vlm model compares the segments' "
+                         "frames (teacher_options frames, margin)")
     human_timeout: float = Field(600.0, gt=0, description="teacher human: seconds a round waits for its labels "
                                  "before it trains on what it has and goes on")
     task_description: str | None = Field(None, description="what the labeller should prefer (shown in the web page)")
     record_states: bool = Field(False, description="store simulator states with segments so they can be shown as "
-                                "video later (always on for teacher human)")
+                                "video later (always on for teachers human and vlm)")
     teacher_options: dict[str, float] = Field(default_factory=dict, description="override preset knobs: beta, "
                                               "gamma, eps_mistake, eps_skip, eps_equal")
     teacher_weights: dict[str, float] | None = Field(None, description="the teacher judges this weighted sum of "
@@ -141,8 +142,9 @@ class RewardConfig(Strict):
 
     @model_validator(mode="after")
     def _check_vlm(self) -> RewardConfig:
-        if self.source == "vlm" and not self.vlm.goal_prompts:
-            raise ValueError("source: vlm needs vlm.goal_prompts")
+        uses_vlm = self.source == "vlm" or (self.source == "preference" and self.preference.teacher == "vlm")
+        if uses_vlm and not self.vlm.goal_prompts:
+            raise ValueError("source: vlm and preference teacher vlm need vlm.goal_prompts")
         if self.source == "vlm" and self.vlm.alpha > 0 and not self.vlm.baseline_prompts:
             raise ValueError("vlm.alpha > 0 needs vlm.baseline_prompts")
         return self

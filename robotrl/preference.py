@@ -58,7 +58,9 @@ class PreferenceLoop:
     def __init__(self, config: PreferenceConfig, *, env_id: str, obs_shape: tuple[int, ...], action_dim: int,
                  discrete_actions: bool, component_names: Sequence[str], run_dir: Path, run_name: str,
                  learning_starts: int, total_steps: int, max_episode_steps: int, device: torch.device,
-                 seed: int, component_directions: Sequence[str] = ()) -> None:
+                 seed: int, component_directions: Sequence[str] = (), teacher: Teacher | None = None) -> None:
+        """`teacher` replaces the one the config names (the trainer builds teachers that need more than this
+        section, e.g. `teacher: vlm`)."""
         self.config = c = config
         self.run_dir, self.run_name = run_dir, run_name
         self.learning_starts, self.total_steps = learning_starts, total_steps
@@ -74,12 +76,12 @@ class PreferenceLoop:
             self.model = RewardEnsemble(obs_shape, action_dim, c.model, discrete_actions,
                                         component_dim=len(component_names)).to(device)
             self.learner = RewardLearner(self.model, c.surf, seed)
-            self.teacher: Teacher | None = None
-            if c.heron is not None:
+            self.teacher: Teacher | None = teacher
+            if teacher is None and c.heron is not None:
                 directions = dict(zip(component_names, component_directions, strict=False))
                 self.teacher = HeronTeacher.from_config(c.heron, component_names=component_names,
                                                         spec_directions=directions)
-            elif not self.human:
+            elif teacher is None and not self.human:
                 self.teacher = make_teacher(c.teacher, component_names=component_names,
                                             component_weights=c.teacher_weights, threshold_quirk=c.threshold_quirk,
                                             **c.teacher_options)
@@ -352,6 +354,8 @@ class PreferenceLoop:
 
     def close(self) -> None:
         self.store.close()
+        if self.teacher is not None:
+            self.teacher.close()
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:

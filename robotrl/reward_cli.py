@@ -1,6 +1,7 @@
-"""`robotrl reward train|info|export|queries|check`: train a reward ensemble from an existing label store, inspect a
-store, export its queries and labels, add queries cut from saved trajectories (for offline labelling), check a file of
-LLM-written reward code in the sandbox. `robotrl.cli` parses the arguments and calls the `cmd_*` functions here.
+"""`robotrl reward train|info|export|queries|check|generate`: train a reward ensemble from an existing label store,
+inspect a store, export its queries and labels, add queries cut from saved trajectories (for offline labelling), check
+a file of LLM-written reward code in the sandbox, generate reward code for a goal with an LLM. `robotrl.cli` parses
+the arguments and calls the `cmd_*` functions here.
 
 A label store keeps discrete actions as one column (the action index), so its meta alone does not say whether actions
 are discrete: for a store of action width 1, `reward train` builds the env once (`envs.make(env_id).action_space`)
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from reward_learning.env_descriptions import TaskDescription
 from reward_learning.label_store import LabelRecord, LabelStore
 from reward_learning.models import RewardEnsemble, RewardModelConfig
 from reward_learning.preferences import RewardLearner
@@ -309,22 +311,29 @@ def cmd_queries(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ check
+def sample_transitions(env_id: str, samples: int, seed: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`samples` random-policy transitions of an env (seeded) and its reward component names, for checking or
+    validating reward code."""
+    from robotrl import offline_queries as oq
+    from robotrl.compare_cli import buffer_transitions, random_policy_buffer
+
+    _, components, _ = oq.task_layout(env_id)
+    transitions = buffer_transitions(random_policy_buffer(env_id, samples, None, seed), samples, seed)
+    return transitions, components
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Check a reward-code file statically, then run it in the sandbox on random-policy transitions of an env and
     print per-term statistics; a rejected file prints the reason and exits with status 1."""
     from reward_learning.code_check import RewardCodeError, check_code
     from reward_learning.sandbox import SandboxedReward, SandboxLimits
-    from robotrl import offline_queries as oq
-    from robotrl.compare_cli import buffer_transitions, random_policy_buffer
 
     path = Path(args.file)
     if not path.is_file():
         raise FileNotFoundError(f"no reward code file at {path}")
     try:
         check_code(path.read_text())  # fail fast, before building the env
-        _, components, _ = oq.task_layout(args.env)
-        transitions = buffer_transitions(random_policy_buffer(args.env, args.samples, None, args.seed), args.samples,
-                                         args.seed)
+        transitions, components = sample_transitions(args.env, args.samples, args.seed)
         limits = SandboxLimits(cpu_seconds=args.timeout, wall_seconds=2 * args.timeout)
         with SandboxedReward.from_file(path, components, limits=limits, reject_constant=True) as reward:
             started = time.perf_counter()
@@ -345,4 +354,76 @@ def cmd_check(args: argparse.Namespace) -> int:
         values = values.double()
         stats = (values.mean(), values.std(correction=0), values.min(), values.max())
         print(f"{name:<{width}}  " + "  ".join(f"{v.item():>10.4g}" for v in stats))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- generate
+def task_description(env_id: str) -> TaskDescription:
+    """The LLM's description of an env, from the env itself: observation size, action space, reward spec and (for
+    highway-env) its Kinematics settings after a reset."""
+    import gymnasium as gym
+
+    import envs
+    from reward_learning.env_descriptions import ActionInfo, ComponentInfo, HighwayObservation, describe_task
+
+    env = envs.make(env_id, render_mode=None)
+    try:
+        space = env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            names = getattr(getattr(env.unwrapped, "action_type", None), "actions", None) or {}
+            action = ActionInfo(True, n=int(space.n), labels=tuple(str(names[i]) for i in sorted(names)))
+        else:
+            action = ActionInfo(False, tuple(space.shape), low=float(np.min(space.low)), high=float(np.max(space.high)))
+        components = [ComponentInfo(c.name, c.weight, c.direction, c.description) for c in env.reward_spec]
+        highway = None
+        observer = getattr(env.unwrapped, "observation_type", None)
+        if type(observer).__name__ == "KinematicObservation":
+            env.reset(seed=0)  # highway-env fills in its normalisation ranges on the first observation
+            ranges = ({k: (float(v[0]), float(v[1])) for k, v in observer.features_range.items()}
+                      if observer.normalize else None)
+            highway = HighwayObservation(tuple(observer.features), int(observer.vehicles_count),
+                                         bool(observer.absolute), ranges)
+        size = int(np.prod(env.observation_space.shape))
+    finally:
+        env.close()
+    return describe_task(env_id, size, action, components, highway)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Ask an LLM for reward code for a goal on an env, validate each reply in the sandbox on random-policy
+    transitions, feed errors back for up to --rounds rounds, and save the provenance (and reward.py when valid)."""
+    from reward_learning.llm import LLMError, SamplingSettings, make_client
+    from reward_learning.sandbox import SandboxLimits
+    from reward_learning.text2reward import GenerationConfig, generate_reward, sandbox_validator
+
+    description = task_description(args.env)
+    transitions, components = sample_transitions(args.env, args.samples, args.seed)
+    sampling = SamplingSettings(temperature=args.temperature, seed=args.seed, n=args.n, max_tokens=args.max_tokens)
+    config = GenerationConfig(rounds=args.rounds, few_shot=args.few_shot, sampling=sampling,
+                              retrieval=args.retrieval)
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"generate-{args.env.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    client = make_client(args.llm, args.model, args.cache, use_cache=not args.no_cache)
+    validate = sandbox_validator(transitions, components, SandboxLimits(cpu_seconds=args.timeout,
+                                                                        wall_seconds=2 * args.timeout))
+    try:
+        result = generate_reward(client, args.goal, description, validate, config, out_dir=out)
+    except LLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    for attempt in result.attempts:
+        status = "valid" if attempt.error is None else f"rejected ({attempt.error_kind}): " \
+                                                       f"{attempt.error.splitlines()[0][:150]}"
+        print(f"sample {attempt.sample} round {attempt.round}: {status} [{attempt.seconds:.1f} s]")
+    if result.code is None:
+        print(f"no valid reward code after {len(result.attempts)} replies; provenance in {out}", file=sys.stderr)
+        return 1
+    print(f"reward code  {out / 'reward.py'} (check it: robotrl reward check {out / 'reward.py'} --env {args.env})")
+    stats = next(a.stats for a in result.attempts if a.error is None)
+    width = max(len(name) for name in stats)
+    print(f"\n{'term':<{width}}  {'mean':>10}  {'std':>10}  {'min':>10}  {'max':>10}")
+    for name, values in stats.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{values[k]:>10.4g}" for k in ("mean", "std", "min", "max")))
     return 0

@@ -31,7 +31,7 @@ from robotrl.logger import MetricsLogger, to_float
 from robotrl.preference import PreferenceLoop
 from robotrl.progress import TrainingProgress
 from robotrl.spaces import ActionAdapter
-from robotrl.vlm_rewards import PendingVLMReward, VLMRewarder
+from robotrl.vlm_rewards import PendingVLMReward, VLMRewarder, vlm_teacher
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -116,7 +116,7 @@ class Trainer:
         ckpt.seed_everything(config.seed)
         pref = config.reward.preference
         self.state_dim = 0
-        record_state = config.reward.source == "preference" and (pref.record_states or pref.teacher == "human")
+        record_state = config.reward.source == "preference" and (pref.record_states or pref.teacher in ("human", "vlm"))
         record_state = record_state or config.reward.source == "vlm"  # VLM frames are rendered from stored states
         try:
             if record_state:
@@ -149,7 +149,8 @@ class Trainer:
                 discrete_actions=self.adapter.discrete, component_names=self.component_names, run_dir=self.run_dir,
                 run_name=self.run_dir.name, learning_starts=0 if self.agent.on_policy else config.algo.learning_starts,
                 total_steps=config.train.total_steps, max_episode_steps=episode_limit(config), device=self.device,
-                seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec])
+                seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec],
+                teacher=vlm_teacher(config) if config.reward.preference.teacher == "vlm" else None)
         self.reward_source = reward_source or (self.preference.reward_source if self.preference
                                                else build_reward_source(config, self.component_names))
         self.vlm = VLMRewarder.from_config(config) if config.reward.source == "vlm" else None

@@ -23,6 +23,7 @@ import envs
 from envs.rendering import fast_rendering
 from reward_learning.sources import RewardSource, Transitions
 from reward_learning.vlm import VLMReward, VLMWeightsError, build_backend
+from reward_learning.vlm_teacher import VLMTeacher
 from robotrl.agents import AGENTS
 from robotrl.config import ConfigError, RunConfig
 from robotrl.core.buffers import ReplayBuffer
@@ -39,16 +40,62 @@ class PendingVLMReward(RewardSource):
         return torch.zeros_like(batch["terminated"])
 
 
+class StateRenderer:
+    """Re-creates frames from simulator states with a render env of its own (reset once: classic-control envs have
+    no state before)."""
+
+    def __init__(self, render_env: envs.RewardComponentsWrapper) -> None:
+        self.env = render_env
+
+    def __call__(self, states: np.ndarray) -> np.ndarray:
+        """uint8 frames [N, H, W, 3] of the simulator states [N, d]."""
+        frames = []
+        for state in states:
+            envs.set_state(self.env, state)
+            frames.append(self.env.render())
+        return np.stack(frames)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def load_vlm(config: RunConfig) -> tuple[VLMReward, StateRenderer]:
+    """The configured vision-language reward and a renderer of stored states at the model's resolution."""
+    vlm = config.reward.vlm
+    try:
+        backend = build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
+                                vlm.allow_download, vlm.precision)
+    except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
+        raise ConfigError(f"reward.vlm: {err}") from err
+    reward = VLMReward(backend, vlm.goal_prompts, vlm.baseline_prompts, vlm.alpha, vlm.batch_size)
+    size = backend.image_size
+    render_env = envs.make(config.env.id, width=vlm.width or size, height=vlm.height or size, camera=vlm.camera,
+                           max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+    if vlm.fast_rendering:
+        fast_rendering(render_env)
+    render_env.reset(seed=config.seed)
+    return reward, StateRenderer(render_env)
+
+
+def vlm_teacher(config: RunConfig) -> VLMTeacher:
+    """`teacher: vlm`: the configured VLM judges preference queries (options `frames` and `margin` from
+    `reward.preference.teacher_options`)."""
+    options = dict(config.reward.preference.teacher_options)
+    unknown = sorted(set(options) - {"frames", "margin"})
+    if unknown:
+        raise ConfigError(f"reward.preference.teacher_options: teacher vlm takes frames and margin, not {unknown}")
+    reward, renderer = load_vlm(config)
+    return VLMTeacher(reward, renderer, frames=int(options.get("frames", 1)), margin=options.get("margin", 0.0))
+
+
 class VLMRewarder:
     """Renders stored states, scores their frames with a `VLMReward` in batches, and writes buffer rewards."""
 
-    def __init__(self, reward: VLMReward, render_env: envs.RewardComponentsWrapper, score_every: str = "episode"
-                 ) -> None:
-        """`render_env` must be reset once (classic-control envs have no state before) and render rgb_array."""
+    def __init__(self, reward: VLMReward, render: StateRenderer, score_every: str = "episode") -> None:
         if score_every not in ("episode", "step"):
             raise ValueError(f"score_every must be 'episode' or 'step'; got {score_every!r}")
         self.reward = reward
-        self.render_env = render_env
+        self.render = render
         self.score_every = score_every
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
@@ -65,30 +112,11 @@ class VLMRewarder:
         if AGENTS[config.algo.name].on_policy:
             raise ConfigError(f"reward.source: vlm writes rewards into a replay buffer, so it needs an off-policy "
                               f"agent (sac, td3, tqc, ...); got algo.name={config.algo.name}")
-        try:
-            backend = build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
-                                    vlm.allow_download, vlm.precision)
-        except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
-            raise ConfigError(f"reward.vlm: {err}") from err
-        reward = VLMReward(backend, vlm.goal_prompts, vlm.baseline_prompts, vlm.alpha, vlm.batch_size)
         if config.algo.buffer_size < vlm.batch_size + config.env.num_envs:
             raise ConfigError(f"algo.buffer_size ({config.algo.buffer_size}) must hold at least one VLM batch "
                               f"(reward.vlm.batch_size + env.num_envs = {vlm.batch_size + config.env.num_envs})")
-        size = backend.image_size
-        render_env = envs.make(config.env.id, width=vlm.width or size, height=vlm.height or size, camera=vlm.camera,
-                               max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
-        if vlm.fast_rendering:
-            fast_rendering(render_env)
-        render_env.reset(seed=config.seed)
-        return cls(reward, render_env, vlm.score_every)
-
-    def render(self, states: np.ndarray) -> np.ndarray:
-        """uint8 frames [N, H, W, 3] of the simulator states [N, d]."""
-        frames = []
-        for state in states:
-            envs.set_state(self.render_env, state)
-            frames.append(self.render_env.render())
-        return np.stack(frames)
+        reward, renderer = load_vlm(config)
+        return cls(reward, renderer, vlm.score_every)
 
     def collect(self, buffer: ReplayBuffer, num_rows: int) -> None:
         """Note the `num_rows` rows just added to `buffer` (they must hold `state`); score now if due."""
@@ -131,4 +159,4 @@ class VLMRewarder:
 
     def close(self) -> None:
         """Close the render env."""
-        self.render_env.close()
+        self.render.close()

@@ -164,3 +164,37 @@ def test_textured_humanoid_model_merges_our_scene_into_gymnasiums_xml():
     floor = next(g for g in root.iter("geom") if g.get("name") == "floor")
     assert floor.get("material") == "robotrl_floor" and "rgba" not in floor.attrib
     assert root.find("default/geom").get("material") == "robotrl_body"
+
+
+def test_vlm_teacher_labels_preference_queries_in_a_pebble_run(tiny_config, tiny_clip, tmp_path):
+    """`teacher: vlm`: the model compares the re-rendered final frames of each query's segments; its labels are the
+    ones in the label store, and a label agrees with the VLM's own scores of those frames."""
+    from reward_learning.label_store import LabelStore
+    from reward_learning.segments import Label
+
+    reward = {"source": "preference",
+              "preference": {"teacher": "vlm", "teacher_options": {"margin": 0.0}, "budget": 20,
+                             "queries_per_round": 10, "segment_length": 10, "query_every": 200,
+                             "unsup_steps": 100, "diagnostic_pairs": 0, "starc_samples": 0,
+                             "model": {"hidden_sizes": [16, 16], "max_epochs": 3}},
+              "vlm": vlm_section(tiny_clip)["vlm"]}
+    config = tiny_config("sac", env_id=ENV_ID, reward=reward, train={"total_steps": 600},
+                         algo={"learning_starts": 100})
+    trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
+    teacher = trainer.preference.teacher
+    trainer.train()
+    with LabelStore.open(tmp_path / "run" / "labels.sqlite") as store:
+        pairs = store.labelled_pairs(include_skipped=True)
+        only_vlm = store.labelled_pairs(include_skipped=True, labeller="teacher:vlm")
+    assert len(pairs.labels) == len(only_vlm.labels) == 20
+    left, right = teacher.segment_scores(pairs.left), teacher.segment_scores(pairs.right)
+    expected = np.where((right - left).numpy() > 0, Label.RIGHT, Label.LEFT)
+    assert np.array_equal(pairs.labels, expected)
+
+
+def test_vlm_teacher_rejects_unknown_options(tiny_config, tiny_clip, tmp_path):
+    reward = {"source": "preference", "preference": {"teacher": "vlm", "teacher_options": {"beta": 1.0}},
+              "vlm": vlm_section(tiny_clip)["vlm"]}
+    config = tiny_config("sac", env_id=ENV_ID, reward=reward)
+    with pytest.raises(ConfigError, match="teacher vlm takes frames and margin"):
+        Trainer(config, run_dir=tmp_path / "run", progress=False)
