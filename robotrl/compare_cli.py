@@ -4,8 +4,10 @@ transitions of an env (`reward_learning.comparison_sampled`), printed as a table
 
 Sources: `env` (the env reward); `components` (the env's declared weights) or `components:name=w,...` (signed weights
 on the raw component values, as `reward.weights` in configs; components not named weigh 0); a saved reward model
-`PATH.pt` (`RewardEnsemble.save`); `negated:SOURCE` and `random` (a fixed random network of obs and action) as sanity
-checks that should come out at distance 1 and far away. Transitions: steps of a uniformly random policy in the env
+`PATH.pt` (`RewardEnsemble.save`); a vision-language reward `vlm:CONFIG.yaml` (the config's `reward.vlm` section,
+e.g. configs/mountaincar_vlm.yaml; frames are re-rendered from the simulator states recorded with the transitions);
+`negated:SOURCE` and `random` (a fixed random network of obs and action) as sanity checks that should come out at
+distance 1 and far away. Transitions: steps of a uniformly random policy in the env
 (default), a run's replay buffer (`--from-run RUN`), or fresh episodes of a run's policy (`--from-run RUN
 --rollouts N`).
 """
@@ -29,7 +31,7 @@ from robotrl import offline_queries as oq
 from robotrl.core.buffers import ReplayBuffer
 from robotrl.spaces import ActionAdapter
 
-SOURCE_SYNTAX = "env | components | components:name=w,... | negated:SOURCE | random | PATH.pt"
+SOURCE_SYNTAX = "env | components | components:name=w,... | negated:SOURCE | random | PATH.pt | vlm:CONFIG.yaml"
 TRANSITION_KEYS = ("obs", "action", "next_obs", "env_reward", "components", "terminated")
 METHOD_NAMES = {"starc_val": "STARC-VAL", "epic": "EPIC"}
 
@@ -109,6 +111,8 @@ def parse_source(spec: str, task: Task, seed: int, device: torch.device) -> Rewa
         return ComponentReward(task.component_names, {c.name: c.signed_weight for c in declared})
     if spec.startswith("components:"):
         return ComponentReward(task.component_names, parse_weights(spec.removeprefix("components:")))
+    if spec.startswith("vlm:"):
+        return vlm_source(Path(spec.removeprefix("vlm:")), task)
     if spec.endswith(".pt"):
         model = RewardEnsemble.load(spec, device)
         if model.obs_shape != task.obs_shape or model.action_dim != task.adapter.action_dim:
@@ -118,9 +122,29 @@ def parse_source(spec: str, task: Task, seed: int, device: torch.device) -> Rewa
     raise ValueError(f"unknown reward source '{spec}': use {SOURCE_SYNTAX}")
 
 
-def random_policy_buffer(env_id: str, samples: int, episodes: int | None, seed: int) -> ReplayBuffer:
-    """Steps of a uniformly random policy: `episodes` whole episodes, or else episodes until `samples` steps."""
-    env = envs.make(env_id, render_mode=None, seed=seed)
+def vlm_source(path: Path, task: Task) -> RewardSource:
+    """The VLM reward that a config's `reward.vlm` section describes, for the task being compared."""
+    from robotrl.config import load_config
+    from robotrl.vlm_rewards import RenderedVLMReward, load_vlm
+
+    config = load_config(path)
+    if config.env.id != task.env_id:
+        raise ValueError(f"vlm:{path} is for {config.env.id}, but the transitions are from {task.env_id}")
+    if not config.reward.vlm.goal_prompts:
+        raise ValueError(f"vlm:{path} has no reward.vlm.goal_prompts")
+    return RenderedVLMReward(*load_vlm(config))
+
+
+def needs_states(specs: list[str]) -> bool:
+    """Whether a source re-renders frames, so the transitions must carry simulator states."""
+    return any(spec.removeprefix("negated:").startswith("vlm:") for spec in specs)
+
+
+def random_policy_buffer(env_id: str, samples: int, episodes: int | None, seed: int,
+                         states: bool = False) -> ReplayBuffer:
+    """Steps of a uniformly random policy: `episodes` whole episodes, or else episodes until `samples` steps; with
+    `states`, the simulator state after each step too."""
+    env = envs.make(env_id, render_mode=None, seed=seed, record_state=states)
     adapter = ActionAdapter.from_space(env.action_space)
     rng = np.random.default_rng(seed)
 
@@ -128,8 +152,8 @@ def random_policy_buffer(env_id: str, samples: int, episodes: int | None, seed: 
         return adapter.random(rng, 1)
 
     if episodes:
-        return oq.rollout_buffer(env, act, adapter, episodes, seed)
-    return oq.rollout_buffer(env, act, adapter, samples, seed, max_steps=samples)
+        return oq.rollout_buffer(env, act, adapter, episodes, seed, states=states)
+    return oq.rollout_buffer(env, act, adapter, samples, seed, max_steps=samples, states=states)
 
 
 def buffer_transitions(buffer: ReplayBuffer, samples: int, seed: int) -> dict[str, torch.Tensor]:
@@ -138,7 +162,7 @@ def buffer_transitions(buffer: ReplayBuffer, samples: int, seed: int) -> dict[st
     if len(index) > samples:
         keep = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:samples]
         index = index[keep.sort().values]
-    return {key: buffer.storage[key][index] for key in TRANSITION_KEYS}
+    return {key: buffer.storage[key][index] for key in (*TRANSITION_KEYS, "state") if key in buffer.storage}
 
 
 def load_transitions(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], str, dict, float, str]:
@@ -148,7 +172,7 @@ def load_transitions(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor],
     if args.from_run is None:
         if args.env is None:
             raise ValueError("name the task with --env ENV_ID (or take transitions from a run with --from-run RUN)")
-        buffer = random_policy_buffer(args.env, args.samples, args.rollouts, args.seed)
+        buffer = random_policy_buffer(args.env, args.samples, args.rollouts, args.seed, needs_states(args.sources))
         origin = f"{args.rollouts} random-policy episodes" if args.rollouts else "random-policy steps"
         return buffer_transitions(buffer, args.samples, args.seed), args.env, {}, 0.99, origin
     run = find_run(args.from_run)
@@ -156,7 +180,7 @@ def load_transitions(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor],
         config, buffer = oq.buffer_from_rollouts(run, args.rollouts, args.seed)
         origin = f"{args.rollouts} episodes of {run.name}'s policy"
     else:
-        config, buffer, _ = oq.buffer_from_run(run, need_states=False)
+        config, buffer, _ = oq.buffer_from_run(run, need_states=needs_states(args.sources))
         origin = f"{run.name}'s replay buffer"
     if args.env is not None and args.env != config.env.id:
         raise ValueError(f"--env {args.env} differs from the run's env {config.env.id}; leave --env out")
@@ -211,6 +235,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--gamma must be in [0, 1), got {args.gamma}")
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (no intervals) or more resamples, got {args.bootstrap}")
+    if args.method == "epic" and needs_states(args.sources):
+        raise ValueError("EPIC scores transitions that never happened, which have no simulator state to render: "
+                         "compare a vlm: source with --method starc_val")
     set_torch_threads(args.threads)
     device = resolve_device(args.device)
     transitions, env_id, env_kwargs, gamma, origin = load_transitions(args)

@@ -81,3 +81,43 @@ def plot_runs(run_dirs: list[Path], metrics: list[str], out: Path, window: int =
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_reward_along_episode(frames: np.ndarray, rewards: dict[str, np.ndarray], out: Path, shown: int = 8,
+                              title: str | None = None) -> Path:
+    """A strip of `shown` evenly spaced frames above the per-step rewards of one episode (one line per named reward,
+    each min-max scaled to [0, 1] so rewards of different ranges share the axis; markers at the shown frames)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    length = len(frames)
+    if length == 0 or any(len(values) != length for values in rewards.values()):
+        raise ValueError(f"need one reward per frame: {length} frames, rewards {[len(v) for v in rewards.values()]}")
+    picks = np.unique(np.linspace(0, length - 1, min(shown, length)).round().astype(int))
+    fig = plt.figure(figsize=(2 * len(picks), 5.5))
+    grid = fig.add_gridspec(2, len(picks), height_ratios=[1, 1.4])
+    for i, step in enumerate(picks):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(frames[step])
+        ax.set_title(f"step {step}", fontsize="small")
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    for name, values in rewards.items():
+        values = np.asarray(values, dtype=np.float64)
+        low, high = values.min(), values.max()
+        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        line, = ax.plot(scaled, label=f"{name} [{low:.3g}, {high:.3g}]")
+        ax.plot(picks, scaled[picks], "o", color=line.get_color())
+    ax.set_xlabel("step of the episode")
+    ax.set_ylabel("reward (min-max scaled)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

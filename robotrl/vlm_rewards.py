@@ -15,6 +15,7 @@ or saved with the placeholder, and with `algo.train_every` >= batch_size / num_e
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -75,6 +76,54 @@ def load_vlm(config: RunConfig) -> tuple[VLMReward, StateRenderer]:
         fast_rendering(render_env)
     render_env.reset(seed=config.seed)
     return reward, StateRenderer(render_env)
+
+
+class RenderedVLMReward(RewardSource):
+    """The VLM reward of transitions that carry the simulator `state` after each step: frames are re-rendered and
+    scored in batches (how `robotrl reward compare` measures a VLM reward against other sources)."""
+
+    name = "vlm"
+    needs = frozenset({"state"})
+
+    def __init__(self, reward: VLMReward, render: StateRenderer) -> None:
+        self.reward, self.render = reward, render
+
+    def __call__(self, batch: Transitions) -> torch.Tensor:
+        states = batch["state"].cpu().numpy()
+        out = torch.empty(len(states), dtype=torch.float32)
+        for start in range(0, len(states), self.reward.batch_size):  # render a model batch at a time: bounded memory
+            chunk = states[start:start + self.reward.batch_size]
+            out[start:start + len(chunk)] = self.reward.score_frames(self.render(chunk))
+        return out
+
+    def describe(self) -> dict[str, object]:
+        return self.reward.describe()
+
+
+def episode_vlm_rewards(config: RunConfig, act: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
+                        max_steps: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One episode of `act` (observation -> env action; None = uniformly random actions) in the config's env: its
+    frames as the VLM sees them, and per step the VLM reward next to the env reward (for `robotrl reward
+    vlm-episode`)."""
+    reward, renderer = load_vlm(config)
+    env = envs.make(config.env.id, render_mode=None, record_state=True, seed=seed,
+                    max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
+    states, env_rewards = [], []
+    try:
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        done = False
+        while not done and (max_steps is None or len(states) < max_steps):
+            action = env.action_space.sample() if act is None else act(obs)
+            obs, env_reward, terminated, truncated, info = env.step(action)
+            states.append(info["state"])
+            env_rewards.append(env_reward)
+            done = terminated or truncated
+        frames = renderer(np.stack(states))
+    finally:
+        env.close()
+        renderer.close()
+    return frames, {"vlm": reward.score_frames(frames).numpy(), "env": np.asarray(env_rewards, dtype=np.float64)}
 
 
 def vlm_teacher(config: RunConfig) -> VLMTeacher:

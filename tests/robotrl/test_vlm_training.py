@@ -198,3 +198,40 @@ def test_vlm_teacher_rejects_unknown_options(tiny_config, tiny_clip, tmp_path):
     config = tiny_config("sac", env_id=ENV_ID, reward=reward)
     with pytest.raises(ConfigError, match="teacher vlm takes frames and margin"):
         Trainer(config, run_dir=tmp_path / "run", progress=False)
+
+
+def test_reward_compare_measures_a_vlm_reward_on_rendered_states(tiny_clip, tmp_path, capsys):
+    import yaml
+
+    from robotrl.cli import main
+
+    config = tmp_path / "vlm.yaml"
+    config.write_text(yaml.safe_dump({"name": "vlm", "env": {"id": ENV_ID}, "algo": {"name": "sac"},
+                                      "reward": vlm_section(tiny_clip)}))
+    spec = f"vlm:{config}"
+    argv = ["reward", "compare", "--env", ENV_ID, "env", spec, f"negated:{spec}", "--samples", "300",
+            "--out", str(tmp_path / "h.png")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith(f"{spec} ")).split()[1:]
+    assert float(row[2]) == pytest.approx(1.0) and 0.0 < float(row[0]) < 1.0  # -R is farthest; env is elsewhere
+    assert main([*argv, "--method", "epic"]) == 2
+    assert "compare a vlm: source with --method starc_val" in capsys.readouterr().err
+
+
+def test_vlm_reward_along_an_episode_is_plotted_next_to_its_frames(tiny_config, tiny_clip, tmp_path):
+    from robotrl.plotting import plot_reward_along_episode
+    from robotrl.vlm_rewards import episode_vlm_rewards, load_vlm
+
+    config = rewarder_config(tiny_config, tiny_clip)
+    frames, rewards = episode_vlm_rewards(config, seed=3, max_steps=40)
+    assert frames.shape[0] == 40 and frames.dtype == np.uint8 and set(rewards) == {"vlm", "env"}
+    reward, renderer = load_vlm(config)
+    try:
+        assert np.allclose(rewards["vlm"], reward.score_frames(frames).numpy())  # the frames the model scored
+    finally:
+        renderer.close()
+    out = plot_reward_along_episode(frames, rewards, tmp_path / "episode.png", shown=6)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="one reward per frame"):
+        plot_reward_along_episode(frames, {"vlm": rewards["vlm"][:-1]}, tmp_path / "x.png")
