@@ -316,14 +316,48 @@ def projection(goal: torch.Tensor, baseline: torch.Tensor | None, alpha: float) 
     return alpha * torch.outer(direction, direction) / norm2 + (1.0 - alpha) * eye
 
 
-class VLMReward(RewardSource):
+class FrameReward(RewardSource):
+    """A reward of single frames computed from their VLM image embeddings, scored `batch_size` frames per model call.
+    Subclasses say how an embedding becomes a reward (`score_embeddings`)."""
+
+    needs = frozenset({"frames"})
+
+    def __init__(self, backend: VLMBackend, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive; got {batch_size}")
+        self.backend, self.batch_size = backend, int(batch_size)
+
+    @abstractmethod
+    def score_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Rewards [N] for unit image embeddings [N, D]."""
+
+    @torch.no_grad()
+    def embed_frames(self, frames: Frames) -> torch.Tensor:
+        """Unit image embeddings [N, D] (float32, CPU) of uint8 frames [N, H, W, 3], a model batch at a time."""
+        return torch.cat([self.backend.embed_images(frames[start:start + self.batch_size]).float().cpu()
+                          for start in range(0, len(frames), self.batch_size)])
+
+    @torch.no_grad()
+    def score_frames(self, frames: Frames) -> torch.Tensor:
+        """Rewards [N] (float32, CPU) for uint8 frames [N, H, W, 3], embedded `batch_size` frames per model call."""
+        total = len(frames)
+        out = torch.empty(total, dtype=torch.float32)
+        for start in range(0, total, self.batch_size):
+            chunk = frames[start:start + self.batch_size]
+            out[start:start + len(chunk)] = self.score_embeddings(self.backend.embed_images(chunk)).float().cpu()
+        return out
+
+    def __call__(self, batch: Transitions) -> torch.Tensor:
+        return self.score_frames(batch["frames"])
+
+
+class VLMReward(FrameReward):
     """Rewards frames by their similarity to goal prompts, regularised towards the goal-baseline direction.
 
     Prompt embeddings are computed once (on first use) and cached. Frames are scored in chunks of `batch_size`.
     """
 
     name = "vlm"
-    needs = frozenset({"frames"})
 
     def __init__(self, backend: VLMBackend, goal_prompts: Sequence[str], baseline_prompts: Sequence[str] = (),
                  alpha: float = 0.0, batch_size: int = 64) -> None:
@@ -333,11 +367,9 @@ class VLMReward(RewardSource):
             raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
         if alpha > 0 and not baseline_prompts:
             raise ValueError("alpha > 0 needs baseline prompts (e.g. 'a humanoid robot')")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive; got {batch_size}")
-        self.backend = backend
+        super().__init__(backend, batch_size)
         self.goal_prompts, self.baseline_prompts = list(goal_prompts), list(baseline_prompts)
-        self.alpha, self.batch_size = float(alpha), int(batch_size)
+        self.alpha = float(alpha)
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prompt_geometry(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,19 +386,6 @@ class VLMReward(RewardSource):
         """Rewards [N] for unit image embeddings [N, D]."""
         goal, matrix = self.prompt_geometry()
         return goal_baseline_reward(images.to(goal.device), goal, matrix)
-
-    @torch.no_grad()
-    def score_frames(self, frames: Frames) -> torch.Tensor:
-        """Rewards [N] (float32, CPU) for uint8 frames [N, H, W, 3], embedded `batch_size` frames per model call."""
-        total = len(frames)
-        out = torch.empty(total, dtype=torch.float32)
-        for start in range(0, total, self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.score_embeddings(self.backend.embed_images(chunk)).float().cpu()
-        return out
-
-    def __call__(self, batch: Transitions) -> torch.Tensor:
-        return self.score_frames(batch["frames"])
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "backend": self.backend.name, "goal_prompts": self.goal_prompts,

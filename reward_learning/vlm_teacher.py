@@ -2,10 +2,10 @@
 
 RL-VLM-F shows a generative VLM the final frames of two segments with the task description and asks which one is
 closer to the goal, discarding "no preference" answers. Here the judge is a contrastive model (CLIP/SigLIP through
-`VLMReward`): each segment gets the mean VLM reward of `frames` evenly spaced frames ending at its last step (1 =
-the final frame, as in RL-VLM-F), and a difference below `margin` means no preference (SKIP). Frames are re-rendered
-from the segments' recorded simulator states by a `render` function the caller supplies, since this package knows
-no simulators.
+`VLMReward`, or a fitted success classifier): each segment gets the mean VLM reward of `frames` evenly spaced frames
+ending at its last step (1 = the final frame, as in RL-VLM-F), and a difference below `margin` means no preference
+(SKIP). Frames are re-rendered from the segments' recorded simulator states by a `render` function the caller
+supplies, since this package knows no simulators.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from reward_learning.segments import Label, Segments
 from reward_learning.teachers import Teacher
-from reward_learning.vlm import VLMReward
+from reward_learning.vlm import FrameReward
 
 Renderer = Callable[[np.ndarray], np.ndarray]
 """Simulator states [N, d] -> uint8 frames [N, H, W, 3]."""
@@ -28,7 +28,7 @@ class VLMTeacher(Teacher):
 
     name = "vlm"
 
-    def __init__(self, reward: VLMReward, render: Renderer, frames: int = 1, margin: float = 0.0) -> None:
+    def __init__(self, reward: FrameReward, render: Renderer, frames: int = 1, margin: float = 0.0) -> None:
         if frames < 1:
             raise ValueError(f"frames must be >= 1; got {frames}")
         if margin < 0:

@@ -118,6 +118,9 @@ class VLMConfig(Strict):
     baseline_prompts: list[str] = Field(default_factory=list, description="the neutral description, e.g. "
                                         "'a humanoid robot'")
     alpha: float = Field(0.0, ge=0.0, le=1.0, description="goal-baseline regularisation (0 = plain cosine)")
+    success_head: str | None = Field(None, description="a success classifier fitted on this model's embeddings "
+                                     "(`robotrl reward success-head`): the reward is then P(success | frame) and "
+                                     "the prompts are not used")
     batch_size: int = Field(64, gt=0, description="frames per model call")
     width: int | None = Field(None, gt=0, description="frame width; null = the model's input size")
     height: int | None = Field(None, gt=0, description="frame height; null = the model's input size")
@@ -143,8 +146,8 @@ class RewardConfig(Strict):
     @model_validator(mode="after")
     def _check_vlm(self) -> RewardConfig:
         uses_vlm = self.source == "vlm" or (self.source == "preference" and self.preference.teacher == "vlm")
-        if uses_vlm and not self.vlm.goal_prompts:
-            raise ValueError("source: vlm and preference teacher vlm need vlm.goal_prompts")
+        if uses_vlm and not self.vlm.goal_prompts and self.vlm.success_head is None:
+            raise ValueError("source: vlm and preference teacher vlm need vlm.goal_prompts (or vlm.success_head)")
         if self.source == "vlm" and self.vlm.alpha > 0 and not self.vlm.baseline_prompts:
             raise ValueError("vlm.alpha > 0 needs vlm.baseline_prompts")
         return self

@@ -23,7 +23,8 @@ import torch
 import envs
 from envs.rendering import fast_rendering
 from reward_learning.sources import RewardSource, Transitions
-from reward_learning.vlm import VLMReward, VLMWeightsError, build_backend
+from reward_learning.vlm import FrameReward, VLMReward, VLMWeightsError, build_backend
+from reward_learning.vlm_success import SuccessClassifier
 from reward_learning.vlm_teacher import VLMTeacher
 from robotrl.agents import AGENTS
 from robotrl.config import ConfigError, RunConfig
@@ -60,15 +61,23 @@ class StateRenderer:
         self.env.close()
 
 
-def load_vlm(config: RunConfig) -> tuple[VLMReward, StateRenderer]:
-    """The configured vision-language reward and a renderer of stored states at the model's resolution."""
+def load_vlm(config: RunConfig) -> tuple[FrameReward, StateRenderer]:
+    """The configured vision-language reward (prompt similarity, or a fitted success head's probability) and a
+    renderer of stored states at the model's resolution."""
     vlm = config.reward.vlm
     try:
         backend = build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
                                 vlm.allow_download, vlm.precision)
     except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
         raise ConfigError(f"reward.vlm: {err}") from err
-    reward = VLMReward(backend, vlm.goal_prompts, vlm.baseline_prompts, vlm.alpha, vlm.batch_size)
+    reward: FrameReward
+    if vlm.success_head is not None:
+        try:
+            reward = SuccessClassifier.load(vlm.success_head, backend, vlm.batch_size)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"reward.vlm.success_head: {err}") from err
+    else:
+        reward = VLMReward(backend, vlm.goal_prompts, vlm.baseline_prompts, vlm.alpha, vlm.batch_size)
     size = backend.image_size
     render_env = envs.make(config.env.id, width=vlm.width or size, height=vlm.height or size, camera=vlm.camera,
                            max_episode_steps=config.env.max_episode_steps, **config.env.kwargs)
@@ -85,7 +94,7 @@ class RenderedVLMReward(RewardSource):
     name = "vlm"
     needs = frozenset({"state"})
 
-    def __init__(self, reward: VLMReward, render: StateRenderer) -> None:
+    def __init__(self, reward: FrameReward, render: StateRenderer) -> None:
         self.reward, self.render = reward, render
 
     def __call__(self, batch: Transitions) -> torch.Tensor:
@@ -138,9 +147,9 @@ def vlm_teacher(config: RunConfig) -> VLMTeacher:
 
 
 class VLMRewarder:
-    """Renders stored states, scores their frames with a `VLMReward` in batches, and writes buffer rewards."""
+    """Renders stored states, scores their frames with a frame reward in batches, and writes buffer rewards."""
 
-    def __init__(self, reward: VLMReward, render: StateRenderer, score_every: str = "episode") -> None:
+    def __init__(self, reward: FrameReward, render: StateRenderer, score_every: str = "episode") -> None:
         if score_every not in ("episode", "step"):
             raise ValueError(f"score_every must be 'episode' or 'step'; got {score_every!r}")
         self.reward = reward

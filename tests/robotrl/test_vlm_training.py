@@ -235,3 +235,35 @@ def test_vlm_reward_along_an_episode_is_plotted_next_to_its_frames(tiny_config, 
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="one reward per frame"):
         plot_reward_along_episode(frames, {"vlm": rewards["vlm"][:-1]}, tmp_path / "x.png")
+
+
+def test_a_success_head_is_the_reward_when_configured(tiny_config, tiny_clip, tmp_path):
+    """`reward.vlm.success_head`: the buffer holds P(success | frame) of each row's re-rendered frame."""
+    from reward_learning.vlm import load_transformers_backend
+    from reward_learning.vlm_success import SuccessClassifier
+
+    probe = VLMRewarder.from_config(rewarder_config(tiny_config, tiny_clip))
+    try:
+        buffer = ReplayBuffer(64, (2,), 1, 0, state_dim=2)
+        fill(buffer, probe, 64)
+        frames = probe.render(buffer.storage["state"][: buffer.size].numpy())
+        position = buffer.storage["next_obs"][: buffer.size, 0].numpy()
+        success = position > np.median(position)  # "further right than usual"
+    finally:
+        probe.close()
+    head, _ = SuccessClassifier.fit(load_transformers_backend(tiny_clip), frames, success, holdout=0.0)
+    path = head.save(tmp_path / "head.pt")
+    rewarder = VLMRewarder.from_config(rewarder_config(tiny_config, tiny_clip, success_head=str(path)))
+    try:
+        assert isinstance(rewarder.reward, SuccessClassifier)
+        buffer = ReplayBuffer(64, (2,), 1, 0, state_dim=2)
+        fill(buffer, rewarder, 32)
+        rewarder.flush(buffer)
+        stored = buffer.storage["reward"][: buffer.size]
+        assert stored.min() >= 0 and stored.max() <= 1
+        expected = head.score_frames(rewarder.render(buffer.storage["state"][: buffer.size].numpy()))
+        torch.testing.assert_close(stored, expected, atol=1e-5, rtol=0)
+    finally:
+        rewarder.close()
+    with pytest.raises(ConfigError, match="reward.vlm.success_head: no success head"):
+        VLMRewarder.from_config(rewarder_config(tiny_config, tiny_clip, success_head=str(tmp_path / "none.pt")))
