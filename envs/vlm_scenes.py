@@ -106,7 +106,7 @@ def sky_gradient(height: int, width: int) -> np.ndarray:
     return np.broadcast_to((top * (1 - t) + horizon * t).astype(np.uint8), (height, width, 3))
 
 
-class TexturedBackground(gym.Wrapper):
+class TexturedBackground(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replaces the pure-white background of a classic-control frame by sky above and checker ground below the
     ground line (`ground`: "track" for CartPole, "hill" for MountainCar).
 
@@ -115,6 +115,7 @@ class TexturedBackground(gym.Wrapper):
     would cost several times the render itself."""
 
     def __init__(self, env: gym.Env, ground: str, size: tuple[int | None, int | None] = (None, None)) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, ground=ground, size=size)  # so env.spec can rebuild the stack
         super().__init__(env)
         self.ground = ground
         self.size = size

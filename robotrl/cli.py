@@ -101,7 +101,8 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
     commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
                 "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare, "check": reward_cli.cmd_check,
-                "generate": reward_cli.cmd_generate}
+                "generate": reward_cli.cmd_generate, "success-head": reward_cli.cmd_success_head,
+                "vlm-episode": reward_cli.cmd_vlm_episode}
     return commands[args.reward_command](args)
 
 
@@ -375,6 +376,35 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the rollouts (default: 0)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="CPU-time limit of the evaluation (wall clock: twice that; default: 5)")
+
+    p = commands.add_parser(
+        "success-head", help="fit a VLM success classifier (reward.vlm.success_head) on labelled frames",
+        description="Embed labelled frames with the VLM of CONFIG's reward.vlm section and fit a logistic head on the "
+        "embeddings (RoboFuME-style success detection with the model frozen); report train and held-out accuracy "
+        "and save the head for reward.vlm.success_head, whose P(success | frame) then becomes the reward.",
+        epilog="example: robotrl reward success-head frames.npz --config configs/mountaincar_vlm.yaml "
+        "--out head.pt reward.vlm.model_path=/models/clip")
+    p.add_argument("frames", metavar="FRAMES.npz", help="arrays 'frames' (uint8 [N, H, W, 3]) and 'success' ([N] 0/1)")
+    p.add_argument("--config", required=True, help="a run config whose reward.vlm section names the model")
+    p.add_argument("--out", required=True, help="where to save the head (.pt)")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of frames kept out to measure accuracy "
+                   "(default: 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holdout split (default: 0)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, e.g. reward.vlm.model_path=DIR")
+
+    p = commands.add_parser(
+        "vlm-episode", help="plot a VLM reward along one episode under its frames",
+        description="Roll out one episode in CONFIG's env (a run's policy with --run, else random actions), score "
+        "every frame with the config's VLM reward, and draw the VLM and env rewards under a strip of frames.",
+        epilog="example: robotrl reward vlm-episode configs/humanoid_kneeling_vlm.yaml --run latest --out kneel.png "
+        "reward.vlm.model_path=/models/clip")
+    p.add_argument("config", metavar="CONFIG", help="a config with a reward.vlm section")
+    p.add_argument("--run", help="act with this run's policy (deterministic) instead of random actions")
+    p.add_argument("--out", default="vlm_episode.png", help="PNG to write (default: vlm_episode.png)")
+    p.add_argument("--frames", type=_positive_int, default=8, help="frames shown above the curve (default: 8)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop the episode early")
+    p.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config, e.g. reward.vlm.model_path=DIR")
 
     p = commands.add_parser(
         "generate", help="write reward code for a goal with an LLM, validated in the sandbox",

@@ -137,14 +137,26 @@ class VLMConfig(Strict):
                                                     "checkpoint); step: one model call per env step (a baseline)")
 
 
+class RewardCodeConfig(Strict):
+    """Reward code (e.g. written by `robotrl reward generate`) run in the sandbox (`reward_learning.sandbox`)."""
+
+    path: str | None = Field(None, description="a file defining compute_dense_reward(obs, action, next_obs, ...); "
+                             "the run keeps a copy, reward_code.py, and a resumed run uses that copy")
+    cpu_seconds: float = Field(5.0, gt=0, description="CPU-time limit of one evaluation (wall clock: twice that)")
+    memory_mb: int = Field(1024, gt=0, description="memory the reward code may use beyond the worker's own")
+
+
 class RewardConfig(Strict):
-    source: Literal["env", "components", "preference", "vlm"] = "env"
+    source: Literal["env", "components", "preference", "vlm", "code"] = "env"
     weights: dict[str, float] = Field(default_factory=dict, description="signed weight per reward component")
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     vlm: VLMConfig = Field(default_factory=VLMConfig)
+    code: RewardCodeConfig = Field(default_factory=RewardCodeConfig)
 
     @model_validator(mode="after")
     def _check_vlm(self) -> RewardConfig:
+        if self.source == "code" and not self.code.path:
+            raise ValueError("source: code needs code.path (a reward-code file, e.g. from `robotrl reward generate`)")
         uses_vlm = self.source == "vlm" or (self.source == "preference" and self.preference.teacher == "vlm")
         if uses_vlm and not self.vlm.goal_prompts and self.vlm.success_head is None:
             raise ValueError("source: vlm and preference teacher vlm need vlm.goal_prompts (or vlm.success_head)")

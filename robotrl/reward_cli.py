@@ -427,3 +427,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for name, values in stats.items():
         print(f"{name:<{width}}  " + "  ".join(f"{values[k]:>10.4g}" for k in ("mean", "std", "min", "max")))
     return 0
+
+
+def cmd_success_head(args: argparse.Namespace) -> int:
+    """Fit a success classifier on labelled frames with the config's VLM and save it."""
+    from reward_learning.vlm_success import SuccessClassifier, load_labelled_frames
+    from robotrl.vlm_rewards import load_backend
+
+    vlm = load_config(args.config, args.overrides).reward.vlm
+    frames, success = load_labelled_frames(args.frames)
+    backend = load_backend(vlm)
+    head, fit = SuccessClassifier.fit(backend, frames, success, vlm.batch_size, args.holdout, seed=args.seed)
+    out = head.save(args.out)
+    print(f"fitted on {fit.train_frames} frames ({int(success.sum())} successful of {len(success)} in total): "
+          f"train accuracy {fit.train_accuracy:.3f}, held-out accuracy {fit.holdout_accuracy:.3f} on "
+          f"{fit.holdout_frames} frames")
+    print(f"saved {out}; use it with reward.vlm.success_head={out}")
+    return 0
+
+
+def cmd_vlm_episode(args: argparse.Namespace) -> int:
+    """One episode's frames with their VLM and env rewards, drawn to a PNG."""
+    from robotrl.cli import find_run
+    from robotrl.plotting import plot_reward_along_episode
+    from robotrl.policy import load_policy
+    from robotrl.vlm_rewards import episode_vlm_rewards
+
+    config = load_config(args.config, args.overrides)
+    act = None
+    if args.run is not None:
+        policy = load_policy(find_run(args.run), device="cpu")
+        if policy.config.env.id != config.env.id:
+            raise ValueError(f"--run {args.run} acts in {policy.config.env.id}, but {args.config} is for "
+                             f"{config.env.id}")
+        act = policy.act
+    frames, rewards = episode_vlm_rewards(config, act, args.seed, args.max_steps)
+    who = f"{args.run}'s policy" if args.run else "random actions"
+    out = plot_reward_along_episode(frames, rewards, Path(args.out), args.frames,
+                                    title=f"{config.env.id}: VLM reward along one episode of {who}")
+    print(f"{len(frames)} steps; VLM reward {rewards['vlm'].min():.4f} .. {rewards['vlm'].max():.4f}; wrote {out}")
+    return 0

@@ -7,6 +7,7 @@ generated rewards plug in without touching agents, and off-policy buffers can be
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from robotrl.spaces import ActionAdapter
 from robotrl.vlm_rewards import PendingVLMReward, VLMRewarder, vlm_teacher
 
 CHECKPOINT = "checkpoint.pt"
+REWARD_CODE = "reward_code.py"
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,13 +82,39 @@ def build_agent(config: RunConfig, obs_dim: int, adapter: ActionAdapter, device:
     return cls(obs_dim, adapter.action_dim, config.algo, device)
 
 
-def build_reward_source(config: RunConfig, component_names: list[str]) -> RewardSource:
+def build_reward_source(config: RunConfig, component_names: list[str], run_dir: Path | None = None
+                        ) -> RewardSource:
     """The fixed reward source the config asks for (learned rewards come from `PreferenceLoop`)."""
     if config.reward.source == "components":
         return ComponentReward(component_names, config.reward.weights)
+    if config.reward.source == "code":
+        return sandboxed_reward(config, component_names, run_dir)
     if config.reward.source == "vlm":  # the real rewards are written into the buffer by `VLMRewarder`
         return PendingVLMReward()
     return EnvReward()
+
+
+def sandboxed_reward(config: RunConfig, component_names: list[str], run_dir: Path | None) -> RewardSource:
+    """`reward.source: code`: the reward file run in the sandbox. A run keeps its own copy (`reward_code.py`) and
+    uses it from then on, so editing or regenerating the original does not change a run that is resumed."""
+    from reward_learning.sandbox import RewardCodeError, SandboxedReward, SandboxLimits
+
+    code = config.reward.code
+    path = Path(code.path or "")  # the config requires a path for this source
+    copy = run_dir / REWARD_CODE if run_dir is not None else None
+    if copy is not None and copy.exists():
+        path = copy
+    elif not path.is_file():
+        raise ConfigError(f"reward.code.path: no reward-code file at {path}")
+    elif copy is not None:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        path = copy
+    limits = SandboxLimits(cpu_seconds=code.cpu_seconds, wall_seconds=2 * code.cpu_seconds, memory_mb=code.memory_mb)
+    try:
+        return SandboxedReward.from_file(path, component_names, limits=limits)
+    except RewardCodeError as err:
+        raise ConfigError(f"reward.code.path: {path} was rejected: {err}") from None
 
 
 def episode_limit(config: RunConfig) -> int:
@@ -152,7 +180,7 @@ class Trainer:
                 seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec],
                 teacher=vlm_teacher(config) if config.reward.preference.teacher == "vlm" else None)
         self.reward_source = reward_source or (self.preference.reward_source if self.preference
-                                               else build_reward_source(config, self.component_names))
+                                               else build_reward_source(config, self.component_names, self.run_dir))
         self.vlm = VLMRewarder.from_config(config) if config.reward.source == "vlm" else None
         self.buffer: ReplayBuffer | None = None
         if not self.agent.on_policy or self.preference is not None:  # PrefPPO keeps recent steps for segments
@@ -249,6 +277,9 @@ class Trainer:
                 cleanup.callback(self.preference.close)
             if self.vlm is not None:
                 cleanup.callback(self.vlm.close)
+            close_reward = getattr(self.reward_source, "close", None)  # e.g. the sandbox's worker process
+            if close_reward is not None:
+                cleanup.callback(close_reward)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,

@@ -23,11 +23,11 @@ import torch
 import envs
 from envs.rendering import fast_rendering
 from reward_learning.sources import RewardSource, Transitions
-from reward_learning.vlm import FrameReward, VLMReward, VLMWeightsError, build_backend
+from reward_learning.vlm import FrameReward, VLMBackend, VLMReward, VLMWeightsError, build_backend
 from reward_learning.vlm_success import SuccessClassifier
 from reward_learning.vlm_teacher import VLMTeacher
 from robotrl.agents import AGENTS
-from robotrl.config import ConfigError, RunConfig
+from robotrl.config import ConfigError, RunConfig, VLMConfig
 from robotrl.core.buffers import ReplayBuffer
 from robotrl.core.device import resolve_device
 
@@ -61,15 +61,20 @@ class StateRenderer:
         self.env.close()
 
 
+def load_backend(vlm: VLMConfig) -> VLMBackend:
+    """The model a `reward.vlm` section names; missing or broken weights are a one-line `ConfigError`."""
+    try:
+        return build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
+                             vlm.allow_download, vlm.precision)
+    except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
+        raise ConfigError(f"reward.vlm: {err}") from err
+
+
 def load_vlm(config: RunConfig) -> tuple[FrameReward, StateRenderer]:
     """The configured vision-language reward (prompt similarity, or a fitted success head's probability) and a
     renderer of stored states at the model's resolution."""
     vlm = config.reward.vlm
-    try:
-        backend = build_backend(vlm.backend, vlm.model_path, resolve_device(vlm.device), vlm.model_name,
-                                vlm.allow_download, vlm.precision)
-    except VLMWeightsError as err:  # the CLI prints ConfigErrors as one clear line
-        raise ConfigError(f"reward.vlm: {err}") from err
+    backend = load_backend(vlm)
     reward: FrameReward
     if vlm.success_head is not None:
         try:

@@ -207,7 +207,7 @@ def test_nan_reward_through_cli_exits_3(tiny_raw, tmp_path, capsys, monkeypatch)
     from robotrl import trainer as trainer_module
     from robotrl.cli import main
 
-    monkeypatch.setattr(trainer_module, "build_reward_source", lambda config, names: FlakyReward(120))
+    monkeypatch.setattr(trainer_module, "build_reward_source", lambda *args: FlakyReward(120))
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(tiny_raw("sac", train={"total_steps": 1000})))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 3

@@ -267,3 +267,30 @@ def test_a_success_head_is_the_reward_when_configured(tiny_config, tiny_clip, tm
         rewarder.close()
     with pytest.raises(ConfigError, match="reward.vlm.success_head: no success head"):
         VLMRewarder.from_config(rewarder_config(tiny_config, tiny_clip, success_head=str(tmp_path / "none.pt")))
+
+
+def test_cli_fits_a_success_head_and_plots_an_episode(tiny_clip, tmp_path, capsys):
+    import yaml
+
+    from robotrl.cli import main
+
+    config = tmp_path / "vlm.yaml"
+    config.write_text(yaml.safe_dump({"name": "vlm", "env": {"id": ENV_ID}, "algo": {"name": "sac"},
+                                      "reward": vlm_section(tiny_clip)}))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (30, 32, 32, 3)).astype(np.uint8)
+    frames[::2, :8] = (250, 10, 10)  # the "successful" half has a red band on top
+    np.savez(tmp_path / "frames.npz", frames=frames, success=np.arange(30) % 2 == 0)
+    head = tmp_path / "head.pt"
+    assert main(["reward", "success-head", str(tmp_path / "frames.npz"), "--config", str(config), "--out",
+                 str(head)]) == 0
+    printed = capsys.readouterr().out
+    train_accuracy = float(printed.split("train accuracy ")[1].split(",")[0])
+    assert train_accuracy >= 0.9 and f"reward.vlm.success_head={head}" in printed
+    out = tmp_path / "episode.png"
+    assert main(["reward", "vlm-episode", str(config), "--max-steps", "20", "--out", str(out),
+                 f"reward.vlm.success_head={head}"]) == 0
+    assert "20 steps; VLM reward" in capsys.readouterr().out and out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["reward", "success-head", str(tmp_path / "none.npz"), "--config", str(config), "--out",
+                 str(head)]) == 2
+    assert "no labelled frames" in capsys.readouterr().err
