@@ -316,6 +316,13 @@ def projection(goal: torch.Tensor, baseline: torch.Tensor | None, alpha: float) 
     return alpha * torch.outer(direction, direction) / norm2 + (1.0 - alpha) * eye
 
 
+@torch.no_grad()
+def embed_frames(backend: VLMBackend, frames: Frames, batch_size: int) -> torch.Tensor:
+    """Unit image embeddings [N, D] (float32, CPU) of uint8 frames [N, H, W, 3], `batch_size` frames per model call."""
+    return torch.cat([backend.embed_images(frames[start:start + batch_size]).float().cpu()
+                      for start in range(0, len(frames), batch_size)])
+
+
 class FrameReward(RewardSource):
     """A reward of single frames computed from their VLM image embeddings, scored `batch_size` frames per model call.
     Subclasses say how an embedding becomes a reward (`score_embeddings`)."""
@@ -332,20 +339,9 @@ class FrameReward(RewardSource):
         """Rewards [N] for unit image embeddings [N, D]."""
 
     @torch.no_grad()
-    def embed_frames(self, frames: Frames) -> torch.Tensor:
-        """Unit image embeddings [N, D] (float32, CPU) of uint8 frames [N, H, W, 3], a model batch at a time."""
-        return torch.cat([self.backend.embed_images(frames[start:start + self.batch_size]).float().cpu()
-                          for start in range(0, len(frames), self.batch_size)])
-
-    @torch.no_grad()
     def score_frames(self, frames: Frames) -> torch.Tensor:
         """Rewards [N] (float32, CPU) for uint8 frames [N, H, W, 3], embedded `batch_size` frames per model call."""
-        total = len(frames)
-        out = torch.empty(total, dtype=torch.float32)
-        for start in range(0, total, self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.score_embeddings(self.backend.embed_images(chunk)).float().cpu()
-        return out
+        return self.score_embeddings(embed_frames(self.backend, frames, self.batch_size)).float().cpu()
 
     def __call__(self, batch: Transitions) -> torch.Tensor:
         return self.score_frames(batch["frames"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reward_learning.vlm import FrameReward, Frames, VLMBackend
+from reward_learning.vlm import FrameReward, Frames, VLMBackend, embed_frames
 
 
 @dataclass
@@ -70,8 +70,7 @@ class SuccessClassifier(FrameReward):
         """Fit the head on labelled frames (a random `holdout` share kept out to report accuracy)."""
         if not 0.0 <= holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {holdout}")
-        embedder = cls(backend, torch.zeros(1), 0.0, batch_size)
-        embeddings = embedder.embed_frames(frames)
+        embeddings = embed_frames(backend, frames, batch_size)
         labels = torch.as_tensor(success, dtype=torch.float32)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
         held = order[: int(round(holdout * len(labels)))]

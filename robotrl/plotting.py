@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,13 +75,7 @@ def plot_runs(run_dirs: list[Path], metrics: list[str], out: Path, window: int =
     if plotted == 0:
         plt.close(fig)
         raise ValueError(f"none of the runs has any of the metrics {[m for row in rows for m in row]}")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, title, dpi=120)
 
 
 def plot_reward_along_episode(frames: np.ndarray, rewards: dict[str, np.ndarray], out: Path, shown: int = 8,
@@ -114,10 +109,17 @@ def plot_reward_along_episode(frames: np.ndarray, rewards: dict[str, np.ndarray]
     ax.set_ylabel("reward (min-max scaled)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return save_figure(fig, out, title, dpi=100)
+
+
+def save_figure(fig: Any, out: Path, title: str | None, dpi: int) -> Path:
+    """Title, lay out, write `fig` as PNG at `out` (creating its folder) and free it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
