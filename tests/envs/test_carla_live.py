@@ -86,8 +86,8 @@ def test_server_process_starts_and_stops_its_process_group(tmp_path):
     server.start()
     try:
         deadline = time.monotonic() + 10.0
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not (pid_file.exists() and pid_file.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the shell creates the file before it writes the pid: wait for the whole line
         assert server.running and int(pid_file.read_text()) == server.process.pid
     finally:
         server.stop()
