@@ -89,7 +89,7 @@ def e2e_rate(model_dir: Path, score_every: str, steps: int, precision: str, thre
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    metrics = trainer.vlm.metrics()
+    metrics = trainer.rewarder.metrics()
     return {"steps_per_s": steps / seconds, "seconds": seconds, "model_calls": metrics["vlm/model_calls"],
             "render_s": metrics["vlm/render_s"], "model_s": metrics["vlm/model_s"]}
 

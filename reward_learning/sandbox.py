@@ -28,9 +28,10 @@ Execution: one persistent worker process per reward source (the interpreter in i
 any reward code runs, the worker limits its CPU time (per call and over its lifetime), address space, file size (0),
 processes (0) and file descriptors (no new ones: no files, sockets or pipes can be opened), drops root to `nobody`, and
 silences stderr. The parent kills it after a wall-clock timeout and caps the size of its replies, which are JSON plus
-raw float64 arrays (never pickles). A worker that failed is restarted on the next call. Not done: no seccomp filter or
-namespaces, so code that got past both the checker and the restricted globals, in a worker of a non-root user, could
-still rename or remove that user's files (calls that need no new file descriptor).
+raw float64 arrays (never pickles). A worker that failed, or whose call was interrupted (a stop signal), is
+restarted on the next call. Not done: no seccomp filter or namespaces, so code that got past both the checker and the
+restricted globals, in a worker of a non-root user, could still rename or remove that user's files (calls that need no
+new file descriptor).
 
 Unlike Text2Reward's `compute_dense_reward(self, action, obs)` the function sees no env object: it gets arrays, a
 batch at a time, so it can relabel replay buffers and be compared with other reward sources. `robotrl reward check`
@@ -155,6 +156,9 @@ class SandboxWorker:
             reply, outputs = read_message(process.stdout.fileno(), max_bytes, deadline)
         except (TimeoutError, EOFError, OSError, ValueError) as err:
             raise self._failure(err, "evaluating a batch", self.limits.wall_seconds) from None
+        except BaseException:  # interrupted mid-exchange (e.g. a stop signal): the pipes may hold half a message
+            _stop(self._state)
+            raise
         self._raise_for(reply)
         cpu = reply.get("cpu")
         if isinstance(cpu, (int, float)) and cpu > self.limits.lifetime_cpu_seconds - 2 * self.limits.cpu_seconds:

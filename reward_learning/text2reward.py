@@ -14,7 +14,9 @@
   result and written to files (`GenerationResult.save`).
 - Refinement (`refine_reward`): after a short training run with the reward (a callable the caller supplies, e.g.
   robotrl's trainer), per-term statistics and the success rate go back in a refinement prompt, and the reply goes
-  through the same loop. Text2Reward does this with human feedback, Eureka with training statistics.
+  through the same loop. Text2Reward does this with human feedback, Eureka with training statistics; a person's
+  words (`TrainingFeedback.human`) go in the same prompt, and a `train` callable ends the loop early by raising
+  `StopRefinement`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from reward_learning.code_check import RewardCodeError, check_code
-from reward_learning.env_descriptions import TaskDescription
+from reward_learning.env_descriptions import BINDING_MARKER, TaskDescription
 from reward_learning.llm import Message, SamplingSettings
 
 LIBRARY_DIR = Path(__file__).with_name("reward_library")
@@ -239,12 +241,13 @@ def feedback_message(error: str) -> dict[str, str]:
 class TrainingFeedback:
     """What a short training run with a reward tells the refinement prompt: per-term statistics over the run
     ({term: {"mean", "std", "min", "max"}}), the success rate (None where the task has none), the mean return of
-    the env's own reward, and steps trained."""
+    the env's own reward, steps trained, and what a person said about the result (None: nothing)."""
 
     term_stats: Mapping[str, Mapping[str, float]]
     steps: int
     success_rate: float | None = None
     env_return: float | None = None
+    human: str | None = None
 
     def text(self) -> str:
         lines = [f"- {name}: mean {s['mean']:.4g}, std {s['std']:.4g}, min {s['min']:.4g}, max {s['max']:.4g}"
@@ -253,15 +256,26 @@ class TrainingFeedback:
             lines.append(f"- success rate of the policy: {self.success_rate:.1%}")
         if self.env_return is not None:
             lines.append(f"- mean episode return under the task's reference reward: {self.env_return:.4g}")
-        return "\n".join(lines) or "- no statistics were recorded"
+        text = "\n".join(lines) or "- no statistics were recorded"
+        if self.human:
+            text += f"\n\nFeedback from a person who looked at the result:\n{self.human}"
+        return text
+
+
+class StopRefinement(Exception):
+    """Raised by a refinement loop's `train` callable to end the loop early (e.g. the person asked to stop)."""
+
+
+def own_code(code: str) -> str:
+    """Reward code without the field binding that `TaskDescription.bind` appended (what the model wrote)."""
+    return code.split(BINDING_MARKER)[0].rstrip()
 
 
 def refinement_messages(goal: str, description: TaskDescription, code: str, feedback: TrainingFeedback,
                         examples: Sequence[Example] = ()) -> list[dict[str, str]]:
     """The prompt asking for an improved reward after a training run (Eureka's reward reflection)."""
     messages = build_messages(goal, description, examples)
-    own = code.split("# ---- observation fields")[0].rstrip()
-    messages += [{"role": "assistant", "content": f"```python\n{own}\n```"},
+    messages += [{"role": "assistant", "content": f"```python\n{own_code(code)}\n```"},
                  {"role": "user", "content": REFINE.format(steps=feedback.steps, feedback=feedback.text())}]
     return messages
 
@@ -444,18 +458,27 @@ def _located(message: str, line: int | None, own: str) -> str:
     return message
 
 
+def iteration_dir(out_dir: str | Path, iteration: int) -> Path:
+    """The folder of refinement iteration `iteration` (from 1) under `out_dir`."""
+    return Path(out_dir) / f"refine{iteration}"
+
+
 def refine_reward(client: ChatModel, goal: str, description: TaskDescription, code: str,
                   train: Callable[[str], TrainingFeedback], validate: Validator, iterations: int = 1,
                   config: GenerationConfig | None = None, out_dir: str | Path | None = None
                   ) -> list[GenerationResult]:
     """Eureka-style refinement: `iterations` times, train briefly with the current code (`train(code)` is the
     caller's, e.g. a short robotrl run), send the feedback in a refinement prompt and generate a new reward through
-    the error loop. Stops early when a refinement yields no valid code; returns each iteration's result."""
+    the error loop. Stops early when a refinement yields no valid code or `train` raises `StopRefinement`; returns
+    each iteration's result. Iteration i's files go to `iteration_dir(out_dir, i)`."""
     results = []
-    for iteration in range(iterations):
-        feedback = train(code)
+    for iteration in range(1, iterations + 1):
+        try:
+            feedback = train(code)
+        except StopRefinement:
+            break
         messages = refinement_messages(goal, description, code, feedback)
-        target = None if out_dir is None else Path(out_dir) / f"refine{iteration + 1}"
+        target = None if out_dir is None else iteration_dir(out_dir, iteration)
         result = generate_reward(client, goal, description, validate, config, messages=messages, out_dir=target)
         if target is not None:
             (target / "feedback.json").write_text(json.dumps(asdict(feedback), indent=1) + "\n")

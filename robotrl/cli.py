@@ -101,7 +101,8 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
     commands = {"train": reward_cli.cmd_train, "info": reward_cli.cmd_info, "export": reward_cli.cmd_export,
                 "queries": reward_cli.cmd_queries, "compare": compare_cli.cmd_compare, "check": reward_cli.cmd_check,
-                "generate": reward_cli.cmd_generate, "success-head": reward_cli.cmd_success_head,
+                "generate": reward_cli.cmd_generate, "refine": reward_cli.cmd_refine,
+                "success-head": reward_cli.cmd_success_head,
                 "vlm-episode": reward_cli.cmd_vlm_episode}
     return commands[args.reward_command](args)
 
@@ -417,21 +418,59 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  robotrl reward generate --env HalfCheetah-v5 \"run backwards as fast as possible\"\n"
         "  robotrl reward generate --env metaworld/reach-v3 \"reach the goal\" --llm http://127.0.0.1:8000 "
         "--model qwen2.5-coder --few-shot 2")
+    add_llm_options(p)
+    p.add_argument("--out", metavar="DIR", help="where to write the provenance (default: runs/generate-ENV-TIME)")
+    p.add_argument("--n", type=_positive_int, default=1, metavar="N",
+                   help="independent samples, seeds SEED..SEED+N-1 (default: 1)")
+
+    p = commands.add_parser(
+        "refine", help="refine reward code from short training runs, typed feedback or a ranking of policy videos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Refine LLM-written reward code (Text2Reward / Eureka / ICPL). Each iteration trains a policy on\n"
+        "the current reward for --steps steps, then sends the code's per-term statistics over the run's replay\n"
+        "buffer, the env's own evaluation return and the success rate (where the env has one) back to the LLM,\n"
+        "which writes an improved reward (validated like `reward generate`). With --human you read the\n"
+        "statistics and type a line for the LLM (Enter: statistics only; q: stop). With --rank-videos K each\n"
+        "iteration trains K candidate rewards instead, serves videos of their policies on a local labelling\n"
+        "page and asks you to compare them in pairs; the best candidate, with your preference, seeds the next\n"
+        "round. Every iteration's code, run directory, prompts, replies and feedback are kept under --out.",
+        epilog="examples:\n  robotrl reward refine --env Pendulum-v1 \"keep the pendulum upright\" --code reward.py "
+        "--llm http://127.0.0.1:8000 --model qwen2.5-coder\n  robotrl reward refine --env Hopper-v5 \"hop forward\" "
+        "--rank-videos 3 --iterations 2 --steps 50000 --llm http://127.0.0.1:8000 --model qwen2.5-coder")
+    add_llm_options(p)
+    p.add_argument("--code", metavar="FILE", help="the reward code to refine (optional with --rank-videos: then "
+                   "the first candidates are generated, and FILE, if given, is one of them)")
+    p.add_argument("--iterations", type=_positive_int, default=3, metavar="N",
+                   help="refinement iterations (ranking rounds with --rank-videos) (default: 3)")
+    p.add_argument("--steps", type=_positive_int, default=20_000, metavar="S",
+                   help="env steps of each training run (train.total_steps) (default: 20000)")
+    p.add_argument("--config", metavar="YAML", help="run config the training runs start from (off-policy algo, "
+                   "same env; default: a short SAC run)")
+    p.add_argument("--human", action="store_true", help="show each iteration's statistics and ask for feedback "
+                   "on the terminal")
+    p.add_argument("--rank-videos", type=int, default=None, metavar="K",
+                   help="train K candidate rewards per iteration and rank their policies' videos in the browser")
+    p.add_argument("--video-steps", type=_positive_int, default=100, metavar="N",
+                   help="steps of each policy's episode shown in the videos (default: 100)")
+    p.add_argument("--port", type=int, default=0, help="port of the labelling page on 127.0.0.1 (default: any free)")
+    p.add_argument("--out", metavar="DIR", help="where to write iterations, runs and results (default: "
+                   "runs/refine-ENV-TIME)")
+
+
+def add_llm_options(p: argparse.ArgumentParser) -> None:
+    """The goal, env and LLM options that `reward generate` and `reward refine` share."""
     p.add_argument("goal", metavar="GOAL", help="what the agent should do, in words")
     p.add_argument("--env", required=True, metavar="ENV_ID", help="the task the reward is for")
     p.add_argument("--llm", default="local", metavar="local|URL",
                    help="'local': SmolLM2-135M embedded with xllamacpp (needs the llm extra); or the base URL of an "
                    "OpenAI-compatible server (API key from $OPENAI_API_KEY if set). Default: local")
     p.add_argument("--model", metavar="M", help="model name for a URL; for local, a GGUF file (default: SmolLM2)")
-    p.add_argument("--out", metavar="DIR", help="where to write the provenance (default: runs/generate-ENV-TIME)")
     p.add_argument("--few-shot", type=int, default=0, metavar="K",
                    help="examples from reward_learning/reward_library in the prompt, by goal similarity (default: 0)")
     p.add_argument("--retrieval", choices=("auto", "minilm", "tfidf"), default="auto",
                    help="how examples are retrieved: MiniLM embeddings (auto: when installed) or TF-IDF")
     p.add_argument("--rounds", type=int, default=3, metavar="N",
                    help="error-feedback rounds after a sample's first reply (default: 3)")
-    p.add_argument("--n", type=_positive_int, default=1, metavar="N",
-                   help="independent samples, seeds SEED..SEED+N-1 (default: 1)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
     p.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
                    help="longest reply in tokens (default: 1024)")

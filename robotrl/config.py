@@ -144,6 +144,11 @@ class RewardCodeConfig(Strict):
                              "the run keeps a copy, reward_code.py, and a resumed run uses that copy")
     cpu_seconds: float = Field(5.0, gt=0, description="CPU-time limit of one evaluation (wall clock: twice that)")
     memory_mb: int = Field(1024, gt=0, description="memory the reward code may use beyond the worker's own")
+    batch_size: int = Field(256, gt=0, description="off-policy agents: transitions per sandbox call (their rewards "
+                            "are written into the replay buffer when a batch fills, before each update round and "
+                            "checkpoint); PPO scores each rollout in one call")
+    score_every: Literal["batch", "step"] = Field("batch", description="batch: score transitions in batches (see "
+                                                  "batch_size); step: one sandbox call per env step (a baseline)")
 
 
 class RewardConfig(Strict):

@@ -1,7 +1,8 @@
-"""`robotrl reward train|info|export|queries|check|generate`: train a reward ensemble from an existing label store,
-inspect a store, export its queries and labels, add queries cut from saved trajectories (for offline labelling), check
-a file of LLM-written reward code in the sandbox, generate reward code for a goal with an LLM. `robotrl.cli` parses
-the arguments and calls the `cmd_*` functions here.
+"""`robotrl reward train|info|export|queries|check|generate|refine`: train a reward ensemble from an existing label
+store, inspect a store, export its queries and labels, add queries cut from saved trajectories (for offline
+labelling), check a file of LLM-written reward code in the sandbox, generate reward code for a goal with an LLM and
+refine it from short training runs (`robotrl.refine`). `robotrl.cli` parses the arguments and calls the `cmd_*`
+functions here.
 
 A label store keeps discrete actions as one column (the action index), so its meta alone does not say whether actions
 are discrete: for a store of action width 1, `reward train` builds the env once (`envs.make(env_id).action_space`)
@@ -13,13 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import difflib
+import functools
 import io
 import json
 import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +34,9 @@ from reward_learning.preferences import RewardLearner
 from reward_learning.segments import Label
 from robotrl.config import ConfigError, apply_override, load_config
 from robotrl.preference import LABEL_STORE, REWARD_MODEL
+
+if TYPE_CHECKING:
+    from reward_learning.text2reward import GenerationConfig, Validator
 
 KINDS = tuple(label.name.lower() for label in Label)
 EXPORT_FIELDS = ("label_id", "query_id", "left_segment", "left_run", "left_episode", "left_start", "left_length",
@@ -389,23 +394,39 @@ def task_description(env_id: str) -> TaskDescription:
     return describe_task(env_id, size, action, components, highway)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    """Ask an LLM for reward code for a goal on an env, validate each reply in the sandbox on random-policy
-    transitions, feed errors back for up to --rounds rounds, and save the provenance (and reward.py when valid)."""
-    from reward_learning.llm import LLMError, SamplingSettings, make_client
+def generation_setup(args: argparse.Namespace, samples: int = 1
+                     ) -> tuple[TaskDescription, Validator, GenerationConfig]:
+    """The task description, the sandbox validator (on random-policy transitions) and the generation settings that
+    the LLM options of `reward generate` and `reward refine` ask for; `samples`: replies sampled per prompt."""
+    from reward_learning.llm import SamplingSettings
     from reward_learning.sandbox import SandboxLimits
-    from reward_learning.text2reward import GenerationConfig, generate_reward, sandbox_validator
+    from reward_learning.text2reward import GenerationConfig, sandbox_validator
 
     description = task_description(args.env)
     transitions, components = sample_transitions(args.env, args.samples, args.seed)
-    sampling = SamplingSettings(temperature=args.temperature, seed=args.seed, n=args.n, max_tokens=args.max_tokens)
+    sampling = SamplingSettings(temperature=args.temperature, seed=args.seed, n=samples, max_tokens=args.max_tokens)
     config = GenerationConfig(rounds=args.rounds, few_shot=args.few_shot, sampling=sampling,
                               retrieval=args.retrieval)
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"generate-{args.env.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
-    client = make_client(args.llm, args.model, args.cache, use_cache=not args.no_cache)
     validate = sandbox_validator(transitions, components, SandboxLimits(cpu_seconds=args.timeout,
                                                                         wall_seconds=2 * args.timeout))
+    return description, validate, config
+
+
+def default_out(command: str, env_id: str) -> Path:
+    """`runs/<command>-<env>-<time>`, where generate and refine write when --out is not given."""
+    return Path("runs") / f"{command}-{env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Ask an LLM for reward code for a goal on an env, validate each reply in the sandbox on random-policy
+    transitions, feed errors back for up to --rounds rounds, and save the provenance (and reward.py when valid)."""
+    from reward_learning.llm import LLMError, make_client
+    from reward_learning.text2reward import generate_reward
+    from robotrl.refine import print_attempts, stats_table
+
+    description, validate, config = generation_setup(args, args.n)
+    out = Path(args.out) if args.out else default_out("generate", args.env)
+    client = make_client(args.llm, args.model, args.cache, use_cache=not args.no_cache)
     try:
         result = generate_reward(client, args.goal, description, validate, config, out_dir=out)
     except LLMError as err:
@@ -413,19 +434,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     finally:
         client.close()
-    for attempt in result.attempts:
-        status = "valid" if attempt.error is None else f"rejected ({attempt.error_kind}): " \
-                                                       f"{attempt.error.splitlines()[0][:150]}"
-        print(f"sample {attempt.sample} round {attempt.round}: {status} [{attempt.seconds:.1f} s]")
+    print_attempts(result)
     if result.code is None:
         print(f"no valid reward code after {len(result.attempts)} replies; provenance in {out}", file=sys.stderr)
         return 1
     print(f"reward code  {out / 'reward.py'} (check it: robotrl reward check {out / 'reward.py'} --env {args.env})")
-    stats = next(a.stats for a in result.attempts if a.error is None)
-    width = max(len(name) for name in stats)
-    print(f"\n{'term':<{width}}  {'mean':>10}  {'std':>10}  {'min':>10}  {'max':>10}")
-    for name, values in stats.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{values[k]:>10.4g}" for k in ("mean", "std", "min", "max")))
+    print()
+    print(stats_table(next(a.stats for a in result.attempts if a.error is None)))
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    """Refine reward code from short training runs (automatic statistics, a person's typed feedback with --human,
+    a person's ranking of policy videos with --rank-videos); see `robotrl.refine`."""
+    from reward_learning.code_check import RewardCodeError
+    from reward_learning.llm import LLMError, make_client
+    from robotrl import refine
+
+    if args.code is None and args.rank_videos is None:
+        raise ValueError("pass the reward to refine with --code FILE (or let --rank-videos K generate candidates)")
+    if args.rank_videos is not None and args.rank_videos < 2:
+        raise ValueError(f"--rank-videos needs at least 2 candidates to compare, got {args.rank_videos}")
+    if args.code is not None and not Path(args.code).is_file():
+        raise FileNotFoundError(f"--code: no reward code file at {args.code}")
+    base = refine.base_config(args.env, args.config, args.steps)
+    description, validate, config = generation_setup(args)
+    code = None
+    if args.code is not None:
+        try:
+            code = refine.initial_code(Path(args.code), description, validate)
+        except RewardCodeError as err:
+            print(f"rejected: {args.code}: {err}", file=sys.stderr)
+            return 1
+    out = Path(args.out) if args.out else default_out("refine", args.env)
+    trainer = refine.RewardTrainer(base, args.steps, out, progress=sys.stderr.isatty())
+    answers = sys.stdin if args.human else None
+    client = make_client(args.llm, args.model, args.cache, use_cache=not args.no_cache)
+    try:
+        if args.rank_videos is None:
+            final = refine.refine_automatically(client, args.goal, description, code, trainer, validate,
+                                                args.iterations, config, answers)
+        else:
+            wait = functools.partial(refine.serve_until_labelled, port=args.port)
+            final = refine.refine_by_ranking(client, args.goal, description, code, trainer, validate,
+                                             args.iterations, args.rank_videos, config, args.video_steps, wait,
+                                             answers)
+    except LLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    if final is None:
+        print(f"no valid refined reward code; everything so far is in {out}", file=sys.stderr)
+        return 1
+    print(f"refined reward  {final} (iterations, runs and prompts in {out})")
     return 0
 
 

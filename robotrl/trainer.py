@@ -21,7 +21,8 @@ import torch
 
 import envs
 from envs.components import RewardSpec
-from reward_learning import ComponentReward, EnvReward, RewardSource
+from reward_learning import ComponentReward, EnvReward, RewardSource, Transitions
+from reward_learning.sandbox import RewardCodeError, SandboxedReward, SandboxLimits
 from robotrl.agents import AGENTS, Agent
 from robotrl.config import ConfigError, RunConfig, dump_config, load_config
 from robotrl.core import checkpoint as ckpt
@@ -29,10 +30,11 @@ from robotrl.core.buffers import ReplayBatch, ReplayBuffer, RolloutBuffer
 from robotrl.core.device import resolve_device, set_torch_threads
 from robotrl.evaluation import evaluate, make_eval_env
 from robotrl.logger import MetricsLogger, to_float
+from robotrl.pending_rewards import CodeRewarder, PendingRewards, PlaceholderReward, RolloutRewards
 from robotrl.preference import PreferenceLoop
 from robotrl.progress import TrainingProgress
 from robotrl.spaces import ActionAdapter
-from robotrl.vlm_rewards import PendingVLMReward, VLMRewarder, vlm_teacher
+from robotrl.vlm_rewards import VLMRewarder, vlm_teacher
 
 CHECKPOINT = "checkpoint.pt"
 REWARD_CODE = "reward_code.py"
@@ -90,15 +92,23 @@ def build_reward_source(config: RunConfig, component_names: list[str], run_dir: 
     if config.reward.source == "code":
         return sandboxed_reward(config, component_names, run_dir)
     if config.reward.source == "vlm":  # the real rewards are written into the buffer by `VLMRewarder`
-        return PendingVLMReward()
+        return PlaceholderReward("vlm")
     return EnvReward()
 
 
-def sandboxed_reward(config: RunConfig, component_names: list[str], run_dir: Path | None) -> RewardSource:
+def build_rewarder(config: RunConfig, source: RewardSource) -> PendingRewards | None:
+    """The batched scorer of a reward source too costly to call once per env step (a VLM, sandboxed reward code), or
+    None for sources that are called per step."""
+    if config.reward.source == "vlm":
+        return VLMRewarder.from_config(config)
+    if config.reward.source == "code" and isinstance(source, SandboxedReward):
+        return CodeRewarder.from_config(config, source)
+    return None
+
+
+def sandboxed_reward(config: RunConfig, component_names: list[str], run_dir: Path | None) -> SandboxedReward:
     """`reward.source: code`: the reward file run in the sandbox. A run keeps its own copy (`reward_code.py`) and
     uses it from then on, so editing or regenerating the original does not change a run that is resumed."""
-    from reward_learning.sandbox import RewardCodeError, SandboxedReward, SandboxLimits
-
     code = config.reward.code
     path = Path(code.path or "")  # the config requires a path for this source
     copy = run_dir / REWARD_CODE if run_dir is not None else None
@@ -179,9 +189,10 @@ class Trainer:
                 total_steps=config.train.total_steps, max_episode_steps=episode_limit(config), device=self.device,
                 seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec],
                 teacher=vlm_teacher(config) if config.reward.preference.teacher == "vlm" else None)
-        self.reward_source = reward_source or (self.preference.reward_source if self.preference
-                                               else build_reward_source(config, self.component_names, self.run_dir))
-        self.vlm = VLMRewarder.from_config(config) if config.reward.source == "vlm" else None
+        source = reward_source or (self.preference.reward_source if self.preference
+                                   else build_reward_source(config, self.component_names, self.run_dir))
+        self.rewarder = build_rewarder(config, source)  # then the buffer holds placeholders until rows are scored
+        self.reward_source = source if self.rewarder is None else PlaceholderReward(source.name)
         self.buffer: ReplayBuffer | None = None
         if not self.agent.on_policy or self.preference is not None:  # PrefPPO keeps recent steps for segments
             capacity = config.reward.preference.segment_pool if self.agent.on_policy else config.algo.buffer_size
@@ -217,8 +228,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
         """Atomically write params, optimisers, RNG states, normaliser stats, counters and the replay buffer."""
-        if self.vlm is not None and self.buffer is not None:  # never save placeholder rewards
-            self.vlm.flush(self.buffer)
+        if self.rewarder is not None and self.buffer is not None:  # never save placeholder rewards
+            self.rewarder.flush(self.buffer)
         agent_state = self.agent.full_state()
         if not ckpt.tensors_finite(agent_state["modules"]):
             raise TrainingDiverged(self._diverged_message("network parameters contain NaN/inf"))
@@ -275,9 +286,9 @@ class Trainer:
             cleanup.callback(self.vec.close)
             if self.preference is not None:
                 cleanup.callback(self.preference.close)
-            if self.vlm is not None:
-                cleanup.callback(self.vlm.close)
-            close_reward = getattr(self.reward_source, "close", None)  # e.g. the sandbox's worker process
+            if self.rewarder is not None:  # e.g. the sandbox's worker process
+                cleanup.callback(self.rewarder.close)
+            close_reward = getattr(self.reward_source, "close", None)
             if close_reward is not None:
                 cleanup.callback(close_reward)
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -315,14 +326,20 @@ class Trainer:
         self.episode_ids = highest + 1 + np.arange(self.config.env.num_envs, dtype=np.int64)
         return obs
 
-    def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,
-                 terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
-        """Ask the reward source for this vector step's rewards; stop on NaN/inf."""
+    def _transitions(self, needs: frozenset[str] | None, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
+                     env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]
+                     ) -> Transitions:
+        """This vector step as the tensors a reward source reads (`needs`; None = all)."""
         arrays = {"obs": obs, "action": action, "next_obs": next_obs, "env_reward": env_reward,
                   "components": info["reward_components"], "terminated": terminated, "truncated": truncated,
                   "episode_step": self.episode_step}
-        needs = self.reward_source.needs or arrays.keys()
-        batch = {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in needs}
+        return {k: torch.as_tensor(arrays[k], dtype=torch.float32, device=self.device) for k in needs or arrays}
+
+    def _rewards(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, env_reward: np.ndarray,
+                 terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]) -> torch.Tensor:
+        """Ask the reward source for this vector step's rewards; stop on NaN/inf."""
+        batch = self._transitions(self.reward_source.needs, obs, action, next_obs, env_reward, terminated, truncated,
+                                  info)
         reward = self.reward_source(batch)
         finite = np.isfinite(reward.numpy()).all() if reward.device.type == "cpu" else torch.isfinite(reward).all()
         if not finite:
@@ -354,8 +371,8 @@ class Trainer:
             if bad:
                 raise TrainingDiverged(self._diverged_message(f"{', '.join(bad)} became NaN/inf"))
             values["time/fps"] = self.progress.rate()
-            if self.vlm is not None:
-                values.update(self.vlm.metrics())
+            if self.rewarder is not None:
+                values.update(self.rewarder.metrics())
             self.logger.log(self.step, values)
         if cfg.eval_every and crossed(cfg.eval_every):
             self._evaluate()
@@ -414,16 +431,16 @@ class Trainer:
             true_next = info["next_obs"]
             reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
             self._store_step(obs, action, true_next, reward, env_reward, terminated, truncated, info)
-            if self.vlm is not None:
-                self.vlm.collect(buffer, n)
+            if self.rewarder is not None:
+                self.rewarder.collect(buffer, n)
             before = self.step
             self._after_env_step(terminated, truncated, info)
             obs = next_obs
             if pref is not None and pref.round_due(self.step):
                 self._feedback_round(relabel=True)
             if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
-                if self.vlm is not None:  # score pending frames first: never train on placeholder rewards
-                    self.vlm.flush(buffer)
+                if self.rewarder is not None:  # score pending rows first: never train on placeholder rewards
+                    self.rewarder.flush(buffer)
                 for _ in range(algo.gradient_steps):
                     batch = self._sample(buffer)
                     if pref is not None and pref.unsupervised(self.step):
@@ -441,6 +458,9 @@ class Trainer:
         agent = self.agent
         n = cfg.env.num_envs
         rollout = RolloutBuffer(algo.num_steps, n, (self.obs_dim,), self.adapter.stored_dim, self.device)
+        code = self.rewarder if isinstance(self.rewarder, CodeRewarder) else None  # scored once per rollout
+        scale = agent.scale_reward if algo.normalize_reward else None  # no per-step tensor round trip if unscaled
+        rewards = RolloutRewards(rollout, scale, code)
         obs = self._reset_envs()
         while self.step < cfg.train.total_steps:
             before = self.step
@@ -449,21 +469,21 @@ class Trainer:
                 obs_n, action, log_prob, value = agent.collect(obs)
                 next_obs, env_reward, terminated, truncated, info = self.vec.step(self.adapter.to_env(action))
                 true_next = info["next_obs"]
-                reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
-                if self.preference is not None:
-                    reward = self._pool_step(obs, action, true_next, reward, env_reward, terminated, truncated, info)
                 done = terminated | truncated
-                if algo.normalize_reward:  # skip the per-step tensor round trip when rewards are not scaled
-                    reward = agent.scale_reward(reward, torch.as_tensor(done, device=self.device))
-                reward = reward.cpu().numpy()
-                if truncated.any():  # bootstrap through time limits: r + gamma * V(final obs)
-                    reward = reward.copy()
-                    idx = np.flatnonzero(truncated & ~terminated)
-                    final = torch.as_tensor(true_next[idx], dtype=torch.float32, device=self.device)
-                    reward[idx] += algo.gamma * agent.value(agent.normalize_obs(final)).cpu().numpy()
-                rollout.add(obs_n, action, log_prob, value, reward, done)
+                rollout.add(obs_n, action, log_prob, value, None, done)  # its reward is written by `rewards`
+                bootstrap = self._time_limit_bootstrap(true_next, terminated, truncated)
+                if code is not None:
+                    rewards.defer(self._transitions(code.reward.needs, obs, action, true_next, env_reward, terminated,
+                                                    truncated, info), done, bootstrap)
+                else:
+                    reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
+                    if self.preference is not None:
+                        reward = self._pool_step(obs, action, true_next, reward, env_reward, terminated, truncated,
+                                                 info)
+                    rewards.add(reward, done, bootstrap)
                 self._after_env_step(terminated, truncated, info)
                 obs = next_obs
+            rewards.flush()
             last_obs = agent.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
             rollout.compute_gae(agent.value(last_obs), algo.gamma, algo.gae_lambda)
             agent.set_progress(self.step / cfg.train.total_steps)
@@ -471,6 +491,18 @@ class Trainer:
             if self.preference is not None and self.preference.round_due(self.step):
                 self._feedback_round(relabel=False)
             self._periodic(metrics, lambda every, b=before: self.step // every > b // every)
+
+    def _time_limit_bootstrap(self, next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+                              ) -> np.ndarray | None:
+        """PPO bootstraps through time limits (r + gamma * V(final obs)): gamma * V of the envs a time limit cut and 0
+        elsewhere, or None when none was cut. Computed at the step, with the observation statistics of that step."""
+        if not truncated.any():
+            return None
+        bootstrap = np.zeros(len(truncated), dtype=np.float32)
+        idx = np.flatnonzero(truncated & ~terminated)
+        final = torch.as_tensor(next_obs[idx], dtype=torch.float32, device=self.device)
+        bootstrap[idx] = self.config.algo.gamma * self.agent.value(self.agent.normalize_obs(final)).cpu().numpy()
+        return bootstrap
 
     def _store_step(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: torch.Tensor,
                     env_reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,

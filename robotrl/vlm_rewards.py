@@ -6,10 +6,10 @@ replay buffer stores per row), and a separate render env re-creates each frame f
 `render()` at the model's resolution). This gets the true final frame of ended episodes (the vector env has already
 reset them when the step returns) and works the same for sync and async envs.
 
-When rewards are written: rows wait as pending storage indices with a placeholder reward of 0, and are scored together
-when a model batch fills, before every update round and before every checkpoint. So no transition is ever trained on
-or saved with the placeholder, and with `algo.train_every` >= batch_size / num_envs every model call is a full batch.
-`score_every: step` scores each vector step on its own (one model call per step): the baseline of the benchmark.
+When rewards are written: as for every `robotrl.pending_rewards.PendingRewards`, rows wait with a placeholder reward
+of 0 and are scored together when a model batch fills, before every update round and before every checkpoint; with
+`algo.train_every` >= batch_size / num_envs every model call is a full batch. `score_every: step` scores each vector
+step on its own (one model call per step): the baseline of the benchmark.
 """
 
 from __future__ import annotations
@@ -30,16 +30,7 @@ from robotrl.agents import AGENTS
 from robotrl.config import ConfigError, RunConfig, VLMConfig
 from robotrl.core.buffers import ReplayBuffer
 from robotrl.core.device import resolve_device
-
-
-class PendingVLMReward(RewardSource):
-    """The reward a transition holds until its frame is scored: 0 (overwritten in the buffer before any update)."""
-
-    name = "vlm"
-    needs = frozenset({"terminated"})
-
-    def __call__(self, batch: Transitions) -> torch.Tensor:
-        return torch.zeros_like(batch["terminated"])
+from robotrl.pending_rewards import PendingRewards, check_buffer_holds_a_batch
 
 
 class StateRenderer:
@@ -151,17 +142,16 @@ def vlm_teacher(config: RunConfig) -> VLMTeacher:
     return VLMTeacher(reward, renderer, frames=int(options.get("frames", 1)), margin=options.get("margin", 0.0))
 
 
-class VLMRewarder:
-    """Renders stored states, scores their frames with a frame reward in batches, and writes buffer rewards."""
+class VLMRewarder(PendingRewards):
+    """Renders stored states, scores their frames with a frame reward a model batch at a time, and writes buffer
+    rewards (when they are due: see `PendingRewards`)."""
 
     def __init__(self, reward: FrameReward, render: StateRenderer, score_every: str = "episode") -> None:
         if score_every not in ("episode", "step"):
             raise ValueError(f"score_every must be 'episode' or 'step'; got {score_every!r}")
+        super().__init__(reward.batch_size, per_step=score_every == "step")
         self.reward = reward
         self.render = render
-        self.score_every = score_every
-        self._pending: list[torch.Tensor] = []
-        self._pending_rows = 0
         self.frames_scored = 0
         self.model_calls = 0
         self.render_seconds = 0.0
@@ -175,32 +165,13 @@ class VLMRewarder:
         if AGENTS[config.algo.name].on_policy:
             raise ConfigError(f"reward.source: vlm writes rewards into a replay buffer, so it needs an off-policy "
                               f"agent (sac, td3, tqc, ...); got algo.name={config.algo.name}")
-        if config.algo.buffer_size < vlm.batch_size + config.env.num_envs:
-            raise ConfigError(f"algo.buffer_size ({config.algo.buffer_size}) must hold at least one VLM batch "
-                              f"(reward.vlm.batch_size + env.num_envs = {vlm.batch_size + config.env.num_envs})")
+        if vlm.score_every != "step":
+            check_buffer_holds_a_batch(config, "reward.vlm.batch_size", vlm.batch_size)
         reward, renderer = load_vlm(config)
         return cls(reward, renderer, vlm.score_every)
 
-    def collect(self, buffer: ReplayBuffer, num_rows: int) -> None:
-        """Note the `num_rows` rows just added to `buffer` (they must hold `state`); score now if due."""
-        rows = (buffer.pos - num_rows + torch.arange(num_rows, device=buffer.device)) % buffer.capacity
-        if self.score_every == "step":
-            self._score(buffer, rows)
-            return
-        self._pending.append(rows)
-        self._pending_rows += num_rows
-        if self._pending_rows >= self.reward.batch_size:
-            self.flush(buffer)
-
-    def flush(self, buffer: ReplayBuffer) -> None:
-        """Score every pending row (call before training on or saving the buffer)."""
-        if self._pending:
-            rows = torch.cat(self._pending)
-            self._pending, self._pending_rows = [], 0
-            self._score(buffer, rows)
-
-    def _score(self, buffer: ReplayBuffer, rows: torch.Tensor) -> None:
-        """Render, embed and score the frames of `rows`, then overwrite their rewards in place."""
+    def score(self, buffer: ReplayBuffer, rows: torch.Tensor) -> torch.Tensor:
+        """Render, embed and score the frames of `rows`."""
         started = time.perf_counter()
         frames = self.render(buffer.storage["state"][rows].cpu().numpy())
         rendered = time.perf_counter()
@@ -210,9 +181,9 @@ class VLMRewarder:
         self.model_calls += -(-len(rows) // self.reward.batch_size)
         if not torch.isfinite(rewards).all():
             raise FloatingPointError("the vision-language model returned NaN/inf rewards; check the weights")
-        buffer.storage["reward"][rows] = rewards.to(buffer.device)
         self.frames_scored += len(rows)
         self.last_mean_reward = float(rewards.mean())
+        return rewards
 
     def metrics(self) -> dict[str, float]:
         """Counters for the metrics log: frames scored, model calls, time rendering vs in the model, mean reward."""

@@ -242,15 +242,24 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.step >= self.num_steps
 
-    def add(self, obs: Array, action: Array, log_prob: Array, value: Array, reward: Array, done: Array) -> None:
-        """Store one vector step; `reward` must already include gamma*V(final_obs) for truncated episodes."""
+    def add(self, obs: Array, action: Array, log_prob: Array, value: Array, reward: Array | None, done: Array
+            ) -> None:
+        """Store one vector step; `reward` must already include gamma*V(final_obs) for truncated episodes (None: it
+        is set later with `set_reward`, e.g. when the rewards of a whole rollout are scored at once)."""
         t = self.step
         for name, value_t in zip(self.FIELDS, (obs, action, log_prob, value, reward, done), strict=True):
+            if value_t is None:
+                continue
             if isinstance(value_t, torch.Tensor):
                 value_t = value_t.detach().cpu().numpy()
             view = self._views[name]
             view[t] = np.reshape(value_t, view.shape[1:])
         self.step += 1
+
+    def set_reward(self, t: int, reward: np.ndarray) -> None:
+        """Write the rewards of step `t` (one per env)."""
+        view = self._views["rewards"]
+        view[t] = np.reshape(reward, view.shape[1:])
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, gae_lambda: float) -> None:
         """Fill advantages and returns; `dones[t]` cuts the bootstrap after step t.

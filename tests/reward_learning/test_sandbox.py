@@ -252,6 +252,26 @@ def test_failed_worker_is_replaced_on_the_next_call():
         assert reward.worker.failures == 1
 
 
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_a_call_interrupted_by_a_signal_stops_the_worker_and_the_next_call_gets_its_own_answer():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    good = make_batch(16)
+    with SandboxedReward(STUCK_ON_ZEROS, COMPONENTS, limits=LIMITS) as reward:
+        first = reward(good)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)  # e.g. SIGTERM to a trainer while it waits for a reply
+            with pytest.raises(KeyboardInterrupt):
+                reward({k: torch.zeros_like(v) for k, v in good.items()})
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert not reward.worker.alive  # its pipes may hold half an exchange: never read a stale reply
+        torch.testing.assert_close(reward(good), first)
+
+
 @pytest.mark.parametrize(("limits", "reason"), [
     (SandboxLimits(cpu_seconds=0.2, wall_seconds=60.0), "exceeded the CPU time limit of 0.2 s"),
     (SandboxLimits(cpu_seconds=60.0, wall_seconds=1.0), "no answer within 1 s of wall-clock time"),

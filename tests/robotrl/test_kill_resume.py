@@ -28,9 +28,11 @@ def last_logged_step(path) -> int:
     return records[-1]["step"] if records else -1
 
 
-def start_training(tiny_raw, tmp_path, env, total_steps: int, text: bool):
-    """`robotrl train` on a tiny SAC config in a subprocess; returns (run dir, metrics path, process)."""
-    raw = tiny_raw("sac", train={"total_steps": total_steps, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20})
+def start_training(tiny_raw, tmp_path, env, total_steps: int, text: bool, **sections):
+    """`robotrl train` on a tiny SAC config (plus config `sections`) in a subprocess; returns (run dir, metrics path,
+    process)."""
+    raw = tiny_raw("sac", train={"total_steps": total_steps, "checkpoint_every": CHECKPOINT_EVERY, "log_every": 20},
+                   **sections)
     config_path = tmp_path / "cfg.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     run = tmp_path / "run"
@@ -96,9 +98,9 @@ def test_sigkill_then_resume(tiny_raw, tmp_path, headless_env):
     assert ckpt.load(run / CHECKPOINT)["step"] == TOTAL
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
-def test_sigterm_saves_a_checkpoint_at_the_current_step(tiny_raw, tmp_path, headless_env):
-    run, metrics, process = start_training(tiny_raw, tmp_path, headless_env, 20_000, text=True)
+def sigterm_between_checkpoints(run, metrics, process: subprocess.Popen) -> tuple[str, int]:
+    """Send SIGTERM to a `start_training(..., text=True)` process once it logged 100 steps past a checkpoint; returns
+    its output and the last step it had logged."""
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and process.poll() is None:
@@ -114,6 +116,13 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(tiny_raw, tmp_path, head
             process.kill()
             process.communicate()
     assert process.returncode == 130, output
+    return output, logged
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
+def test_sigterm_saves_a_checkpoint_at_the_current_step(tiny_raw, tmp_path, headless_env):
+    run, metrics, process = start_training(tiny_raw, tmp_path, headless_env, 20_000, text=True)
+    output, logged = sigterm_between_checkpoints(run, metrics, process)
     assert "checkpoint saved" in output and "robotrl resume" in output
     assert "Traceback" not in output
     state = ckpt.load(run / CHECKPOINT)

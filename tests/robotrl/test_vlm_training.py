@@ -99,7 +99,7 @@ def test_sac_trains_on_scored_vlm_rewards_only(tiny_config, tiny_clip, monkeypat
     original = trainer.agent.update
 
     def checked_update(batch):
-        assert not trainer.vlm._pending, "an update ran while frames were still unscored"
+        assert not trainer.rewarder._pending, "an update ran while frames were still unscored"
         updates.append(trainer.step)
         return original(batch)
 
@@ -108,9 +108,9 @@ def test_sac_trains_on_scored_vlm_rewards_only(tiny_config, tiny_clip, monkeypat
     assert result.steps == 300 and len(updates) == 5 * 20  # rounds at steps 100, 150, ..., 300
     buffer = trainer.buffer
     stored = buffer.storage["reward"][: buffer.size]
-    frames = trainer.vlm.render(buffer.storage["state"][: buffer.size].numpy())
-    torch.testing.assert_close(stored, trainer.vlm.reward.score_frames(frames), atol=1e-5, rtol=0)
-    assert trainer.vlm.model_calls < 300 / 10  # batched, not one call per step
+    frames = trainer.rewarder.render(buffer.storage["state"][: buffer.size].numpy())
+    torch.testing.assert_close(stored, trainer.rewarder.reward.score_frames(frames), atol=1e-5, rtol=0)
+    assert trainer.rewarder.model_calls < 300 / 10  # batched, not one call per step
     logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("vlm/frames_scored" in row for row in logged)
     assert np.isfinite([row["eval/return"] for row in logged if "eval/return" in row]).all()
