@@ -1,0 +1,35 @@
+import numpy as np
+
+def compute_dense_reward(obs, action, next_obs, terminated=None, **named):
+    distance = np.linalg.norm(field(next_obs, "hand_pos"), axis=-1)
+    goal = np.linalg.norm(obj_to_goal)
+    goal_pos = goal_pos - goal[:, 0:2] # to match the goal-to-hand_pos
+    goal_pos_norm = goal_pos / goal_pos.sum(axis=-1) # to match the distance goal_pos to goal_pos
+    hand_to_obj = np.linalg.norm(hand - obj_to_goal) # to match the hand to obj_to_goal
+    goal_to_obj = goal_to_goal - goal_pos_norm # to match the goal to goal_pos to goal_pos to goal_to_goal
+    return {
+        "reach": goal_pos_norm, "lift": goal_to_obj, "place": goal_pos_norm, "grip_hand": goal_pos_norm
+    }
+
+
+# ---- observation fields of metaworld/drawer-open-v3, added by robotrl: field(x, name) reads a named part of obs or next_obs ----
+OBS_FIELDS = {
+    "hand_pos": lambda x: x[:, 0:3],
+    "gripper_openness": lambda x: x[:, 3],
+    "obj1_pos": lambda x: x[:, 4:7],
+    "obj1_quat": lambda x: x[:, 7:11],
+    "obj2_pos": lambda x: x[:, 11:14],
+    "obj2_quat": lambda x: x[:, 14:18],
+    "prev_hand_pos": lambda x: x[:, 18:21],
+    "prev_gripper_openness": lambda x: x[:, 21],
+    "prev_obj1_pos": lambda x: x[:, 22:25],
+    "prev_obj1_quat": lambda x: x[:, 25:29],
+    "prev_obj2_pos": lambda x: x[:, 29:32],
+    "prev_obj2_quat": lambda x: x[:, 32:36],
+    "goal_pos": lambda x: x[:, 36:39],
+}
+
+
+def field(x, name):
+    assert name in OBS_FIELDS, "unknown observation field '" + str(name) + "'; fields: hand_pos, gripper_openness, obj1_pos, obj1_quat, obj2_pos, obj2_quat, prev_hand_pos, prev_gripper_openness, prev_obj1_pos, prev_obj1_quat, prev_obj2_pos, prev_obj2_quat, goal_pos"
+    return OBS_FIELDS[name](x)
