@@ -57,6 +57,21 @@ class RewardComponentsWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if seed is not None:
             self.action_space.seed(seed)
 
+    @property
+    def max_episode_steps(self) -> int | None:
+        """The time limit in steps: from the gymnasium spec, else a `TimeLimit` wrapper or an env that keeps its own
+        (Meta-World's, the driving envs' `max_episode_steps`); None for an env without one."""
+        if self.spec is not None and self.spec.max_episode_steps:
+            return int(self.spec.max_episode_steps)
+        env: gym.Env = self.env
+        while True:
+            own = vars(env).get("max_episode_steps") or vars(env).get("_max_episode_steps")
+            if own:
+                return int(own)
+            if not isinstance(env, gym.Wrapper):
+                return None
+            env = env.env
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset; the first reset without an explicit seed uses the seed given to `envs.make`."""
         if seed is None:

@@ -86,7 +86,7 @@ def rollout_buffer(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], adapte
     try:
         env.reset()
         state_dim = len(envs.get_state(env)) if states else 0
-        limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+        limit = env.max_episode_steps or 1000  # the registered envs all report theirs
         capacity = min(episodes * limit, max_steps or episodes * limit)
         buffer = empty_buffer(capacity, tuple(env.observation_space.shape), adapter, len(env.reward_spec), state_dim)
         for episode in range(episodes):

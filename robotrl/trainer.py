@@ -133,7 +133,7 @@ def episode_limit(config: RunConfig) -> int:
         return config.env.max_episode_steps
     probe = envs.make(config.env.id, **config.env.kwargs)
     try:
-        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+        limit = probe.max_episode_steps
     finally:
         probe.close()
     if not limit:

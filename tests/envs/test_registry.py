@@ -68,6 +68,27 @@ def test_max_episode_steps_and_kwargs_reach_the_simulator():
     assert truncated == [False] * 6 + [True]
 
 
+@pytest.mark.parametrize(("env_id", "default"), [("Pendulum-v1", 200), ("HalfCheetah-v5", 1000),
+                                                 ("metaworld/reach-v3", 500), ("highway/highway-fast-v0", 30),
+                                                 ("highway/racetrack-v0", 1500), ("textured/CartPole-v1", 500)])
+def test_every_family_reports_its_time_limit(env_id: str, default: int):
+    # Meta-World and highway-env keep their own limits (no gymnasium spec): the wrapper still finds them
+    env = envs.make(env_id, render_mode=None)
+    assert env.max_episode_steps == default
+    env.close()
+    env = envs.make(env_id, render_mode=None, max_episode_steps=4)
+    assert env.max_episode_steps == 4
+    env.close()
+
+
+def test_a_reported_limit_is_where_episodes_are_cut():
+    env = envs.make("metaworld/reach-v3", render_mode=None, seed=0, max_episode_steps=5)
+    env.reset()
+    truncated = [env.step(env.action_space.sample())[3] for _ in range(env.max_episode_steps)]
+    assert truncated == [False] * 4 + [True]
+    env.close()
+
+
 def test_seeded_make_is_deterministic():
     def trajectory(seed: int) -> np.ndarray:
         env = envs.make("Hopper-v5", render_mode=None, seed=seed)

@@ -414,3 +414,14 @@ def test_wandb_online_without_server_falls_back_to_offline(tiny_config, tmp_path
         Trainer(config, run_dir=run, progress=False).train()
     assert time.monotonic() - start < 60
     assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_preference_runs_read_the_time_limit_of_envs_without_a_gymnasium_spec():
+    # highway-env and Meta-World keep their own limits; the config no longer has to repeat them
+    from robotrl.config import load_config
+    from robotrl.trainer import episode_limit
+
+    config = load_config(None, base={"name": "t", "env": {"id": "highway/highway-fast-v0"}, "algo": {"name": "sac"}})
+    assert episode_limit(config) == 30
+    config = load_config(None, base={"name": "t", "env": {"id": "metaworld/reach-v3"}, "algo": {"name": "sac"}})
+    assert episode_limit(config) == 500
