@@ -7,6 +7,8 @@ Three kinds of feedback reach the LLM's refinement prompt (`reward_learning.text
   evaluation return and, where the env reports success, the success rate. The statistics cover the policy's own
   newest transitions (those after `learning_starts`, at most `TERM_STAT_ROWS`): the random warm-up says nothing
   about the policy, and the stored buffer costs no extra rollouts.
+  Code that validates but fails during the run (e.g. on the policy's states) ends that run, and its error is
+  the feedback; in a ranking round such a candidate is left out.
 - Typed (Text2Reward): with a person present (`answers`), each iteration shows those numbers and reads one line
   for the LLM (`ask_person`); an empty line sends the statistics only, "q" stops.
 - Ranked videos (ICPL): each iteration trains K candidate rewards, records one deterministic evaluation episode of
@@ -37,7 +39,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from reward_learning.code_check import check_code
+from reward_learning.code_check import RewardCodeError, check_code
 from reward_learning.env_descriptions import TaskDescription
 from reward_learning.label_store import LabelStore
 from reward_learning.segments import Label, Segments
@@ -135,7 +137,12 @@ class RewardTrainer:
         say(f"  training on {code_path} for {self.steps} steps ({config.algo.name}) ...")
         started = time.perf_counter()
         trainer = Trainer(config, run_dir=directory / "run", progress=self.progress)
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        except RewardCodeError as err:  # valid on random transitions, failed on the policy's: the LLM hears why
+            feedback = TrainingFeedback({}, trainer.step, error=str(err))
+            say(f"  the reward code failed after {trainer.step} steps: {err}")
+            return TrainedReward(code_path, trainer.run_dir, feedback)
         feedback = TrainingFeedback(policy_term_statistics(trainer), result.steps,
                                     result.final_eval.get("eval/success_rate"), result.final_eval.get("eval/return"))
         say(f"  run {trainer.run_dir} done in {time.perf_counter() - started:.0f} s: {summary_line(feedback)}")
@@ -167,7 +174,7 @@ def summary_line(feedback: TrainingFeedback) -> str:
 
 def stats_table(stats: Mapping[str, Mapping[str, float]]) -> str:
     """Term statistics as an aligned text table."""
-    width = max(len("term"), *(len(name) for name in stats))
+    width = max([len("term"), *(len(name) for name in stats)])
     lines = [f"{'term':<{width}}  " + "  ".join(f"{key:>10}" for key in STATS_KEYS)]
     lines += [f"{name:<{width}}  " + "  ".join(f"{values[key]:>10.4g}" for key in STATS_KEYS)
               for name, values in stats.items()]
@@ -365,6 +372,10 @@ def refine_by_ranking(client: ChatModel, goal: str, description: TaskDescription
         for i, candidate_code in enumerate(codes):
             say(f"candidate {i}:")
             candidates.append(Candidate(candidate_code, trainer.train(candidate_code, directory / f"candidate{i}")))
+        candidates = [c for c in candidates if c.trained.feedback.error is None]  # a failed run has no policy to show
+        if len(candidates) < 2:
+            say(f"only {len(candidates)} candidate(s) trained to the end: nothing to compare, stopping")
+            break
         say(f"  recording one episode of each policy ({video_steps} steps shown) ...")
         seed = base.seed + 1_000_000
         segments = [policy_segment(c.trained.run_dir, video_steps, seed) for c in candidates]

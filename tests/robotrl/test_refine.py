@@ -95,6 +95,22 @@ def test_automatic_loop_sends_the_runs_term_statistics_and_return(trainer, valid
     assert "2.0 * field" in server.requests[1]["messages"][-2]["content"]  # the second prompt refines the second code
 
 
+def test_code_that_fails_during_training_is_sent_back_with_its_error(trainer, validate):
+    # valid on the 200 validation transitions, but an IndexError on the one-row batches scored before each update
+    failing = DESCRIPTION.bind(reward_code(1.0, 0.01).replace(
+        "return upright - effort,", "return upright - effort + 0.0 * np.arange(len(obs) - 1)[len(obs) - 2],"))
+    validate(failing)
+    fixed = DESCRIPTION.bind(reward_code(1.0, 0.01))
+    with FakeLLMServer([reply(fixed)]) as server:
+        final = refine.refine_automatically(client(server), "keep the pendulum upright", DESCRIPTION, failing, trainer,
+                                            validate, iterations=1)
+    assert final is not None and final.read_text() == fixed
+    feedback = json.loads((trainer.out_dir / "refine1" / "feedback.json").read_text())
+    assert "IndexError" in feedback["error"] and feedback["term_stats"] == {} and 0 < feedback["steps"] < STEPS
+    assert "because the reward code failed" in last_user_turn(server, 0)
+    assert "IndexError" in last_user_turn(server, 0)
+
+
 def test_typed_feedback_reaches_the_prompt_and_q_stops(trainer, validate, capsys):
     first, second, third = (DESCRIPTION.bind(reward_code(1.0, w)) for w in (0.01, 0.1, 0.2))
     answers = io.StringIO("swing up faster, the torque penalty is too strong\n\nq\n")
