@@ -129,11 +129,8 @@ class SandboxWorker:
         os.set_blocking(process.stdin.fileno(), False)
         limits = asdict(self.limits)
         deadline = time.monotonic() + self.limits.start_seconds
-        try:
-            write_message(process.stdin.fileno(), {"source": self.checked.source, "limits": limits}, None, deadline)
-            reply, _ = read_message(process.stdout.fileno(), 0, deadline)
-        except (TimeoutError, EOFError, OSError, ValueError) as err:
-            raise self._failure(err, "starting the worker and loading the code", self.limits.start_seconds) from None
+        reply, _ = self._exchange({"source": self.checked.source, "limits": limits}, None, 0, deadline,
+                                  "starting the worker and loading the code", self.limits.start_seconds)
         if reply.get("status") != "ok":
             _stop(self._state)  # the worker exits after a failed load
         self._raise_for(reply)
@@ -147,23 +144,31 @@ class SandboxWorker:
         if size > self.limits.max_input_bytes:
             raise ValueError(f"a batch of {size} bytes exceeds the sandbox's max_input_bytes "
                              f"({self.limits.max_input_bytes}); evaluate it in smaller batches")
-        process = self._state["process"]
         batch = len(arrays["obs"])
         max_bytes = (1 + self.limits.max_terms) * max(batch, 1) * 8
         deadline = time.monotonic() + self.limits.wall_seconds
-        try:
-            write_message(process.stdin.fileno(), {"named": list(named)}, arrays, deadline)
-            reply, outputs = read_message(process.stdout.fileno(), max_bytes, deadline)
-        except (TimeoutError, EOFError, OSError, ValueError) as err:
-            raise self._failure(err, "evaluating a batch", self.limits.wall_seconds) from None
-        except BaseException:  # interrupted mid-exchange (e.g. a stop signal): the pipes may hold half a message
-            _stop(self._state)
-            raise
+        reply, outputs = self._exchange({"named": list(named)}, arrays, max_bytes, deadline, "evaluating a batch",
+                                        self.limits.wall_seconds)
         self._raise_for(reply)
         cpu = reply.get("cpu")
         if isinstance(cpu, (int, float)) and cpu > self.limits.lifetime_cpu_seconds - 2 * self.limits.cpu_seconds:
             _stop(self._state)  # near its hard CPU cap: the next call starts a fresh worker
         return outputs
+
+    def _exchange(self, message: dict, arrays: Mapping[str, np.ndarray] | None, max_bytes: int, deadline: float,
+                  doing: str, seconds: float) -> tuple[dict, dict[str, np.ndarray]]:
+        """Send one message to the worker and read its reply. Any failure or interruption (e.g. a stop signal) stops
+        the worker, whose pipes may hold half a message: the next call starts a fresh one rather than read a stale
+        reply."""
+        process = self._state["process"]
+        try:
+            write_message(process.stdin.fileno(), message, arrays, deadline)
+            return read_message(process.stdout.fileno(), max_bytes, deadline)
+        except (TimeoutError, EOFError, OSError, ValueError) as err:
+            raise self._failure(err, doing, seconds) from None
+        except BaseException:
+            _stop(self._state)
+            raise
 
     def _raise_for(self, reply: dict) -> None:
         if reply.get("status") == "ok":

@@ -253,7 +253,8 @@ def test_failed_worker_is_replaced_on_the_next_call():
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
-def test_a_call_interrupted_by_a_signal_stops_the_worker_and_the_next_call_gets_its_own_answer():
+@pytest.mark.parametrize("during", ["a call", "the worker's start"])
+def test_an_exchange_interrupted_by_a_signal_stops_the_worker_and_the_next_call_gets_its_own_answer(during: str):
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -261,15 +262,21 @@ def test_a_call_interrupted_by_a_signal_stops_the_worker_and_the_next_call_gets_
     with SandboxedReward(STUCK_ON_ZEROS, COMPONENTS, limits=LIMITS) as reward:
         first = reward(good)
         previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0.1)  # e.g. SIGTERM to a trainer while it waits for a reply
-            with pytest.raises(KeyboardInterrupt):
-                reward({k: torch.zeros_like(v) for k, v in good.items()})
+        try:  # e.g. SIGTERM to a trainer while it waits for a reply, or while a dead worker is being restarted
+            if during == "a call":
+                signal.setitimer(signal.ITIMER_REAL, 0.1)
+                with pytest.raises(KeyboardInterrupt):
+                    reward({k: torch.zeros_like(v) for k, v in good.items()})
+            else:
+                signal.setitimer(signal.ITIMER_REAL, 0.02)  # the worker takes ~0.2 s to load
+                with pytest.raises(KeyboardInterrupt):
+                    reward.worker.start()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         assert not reward.worker.alive  # its pipes may hold half an exchange: never read a stale reply
         torch.testing.assert_close(reward(good), first)
+        torch.testing.assert_close(reward({**good, "obs": 2 * good["obs"]}), 2 * first)  # in step, not one behind
 
 
 @pytest.mark.parametrize(("limits", "reason"), [
