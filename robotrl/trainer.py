@@ -108,15 +108,14 @@ def build_rewarder(config: RunConfig, source: RewardSource) -> PendingRewards | 
 
 def sandboxed_reward(config: RunConfig, component_names: list[str], run_dir: Path | None) -> SandboxedReward:
     """`reward.source: code`: the reward file run in the sandbox. A run keeps its own copy (`reward_code.py`) and
-    uses it from then on, so editing or regenerating the original does not change a run that is resumed."""
+    `Trainer.resume` trains on that copy, so editing or regenerating the original does not change a resumed run; a
+    new run always copies the file its config names."""
     code = config.reward.code
     path = Path(code.path or "")  # the config requires a path for this source
-    copy = run_dir / REWARD_CODE if run_dir is not None else None
-    if copy is not None and copy.exists():
-        path = copy
-    elif not path.is_file():
+    if not path.is_file():
         raise ConfigError(f"reward.code.path: no reward-code file at {path}")
-    elif copy is not None:
+    copy = run_dir / REWARD_CODE if run_dir is not None else None
+    if copy is not None and not (copy.exists() and copy.samefile(path)):
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, copy)
         path = copy
@@ -212,6 +211,8 @@ class Trainer:
     def resume(cls, run_dir: str | Path, progress: bool = True, overrides: tuple[str, ...] = ()) -> Trainer:
         """Rebuild a run from its saved config and continue from `checkpoint.pt` (buffer, counters, RNG intact)."""
         run_dir = Path(run_dir)
+        if (run_dir / REWARD_CODE).exists():  # continue on the run's own copy of its reward code
+            overrides = (f"reward.code.path={run_dir / REWARD_CODE}", *overrides)
         config = load_config(run_dir / "config.yaml", overrides)
         trainer = cls(config, run_dir, progress=progress)
         path = run_dir / CHECKPOINT

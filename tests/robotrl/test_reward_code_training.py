@@ -43,6 +43,19 @@ def test_training_on_reward_code_uses_the_sandboxed_reward_and_keeps_a_copy(tiny
                                - 0.01 * stored["action"][new].pow(2).sum(-1), atol=1e-5, rtol=0)
 
 
+def test_a_new_run_in_a_used_run_directory_trains_on_the_code_its_config_names(tiny_config, tmp_path):
+    first, second = tmp_path / "upright.py", tmp_path / "down.py"
+    first.write_text(UPRIGHT)
+    second.write_text(UPRIGHT.replace("upright - effort", "-upright"))
+    run = tmp_path / "run"
+    Trainer(code_config(tiny_config, first, steps=150), run_dir=run, progress=False).train()
+    trainer = Trainer(code_config(tiny_config, second, steps=150), run_dir=run, progress=False)
+    trainer.train()
+    assert (run / REWARD_CODE).read_text() == second.read_text()
+    stored, n = trainer.buffer.storage, len(trainer.buffer)
+    torch.testing.assert_close(stored["reward"][:n], -stored["next_obs"][:n, 0], atol=1e-5, rtol=0)
+
+
 def test_bad_reward_code_is_a_config_error(tiny_config, tmp_path):
     hostile = tmp_path / "hostile.py"
     hostile.write_text("import os\ndef compute_dense_reward(obs, action, next_obs):\n    return obs[:, 0]\n")
