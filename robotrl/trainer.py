@@ -203,6 +203,7 @@ class Trainer:
         self.episodes = 0
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = -1
+        self.checkpoint_step = -1  # the step the newest checkpoint holds
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.start_step = 0
 
@@ -246,6 +247,7 @@ class Trainer:
             state["preference"] = self.preference.state_dict()
             self.preference.save_model()
         ckpt.atomic_save(state, self.run_dir / CHECKPOINT)
+        self.checkpoint_step = self.step
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything `save_checkpoint` wrote; a checkpoint this code cannot read fails with what to do."""
@@ -265,6 +267,7 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.rng.bit_generator.state = state["np_rng"]
         self.step, self.episodes = state["step"], state["episodes"]
+        self.checkpoint_step = self.step
         self.last_eval = state["last_eval"]
         self.recent_returns.extend(state["recent_returns"])
         self.episode_ids = state["episode_ids"]
@@ -289,9 +292,6 @@ class Trainer:
                 cleanup.callback(self.preference.close)
             if self.rewarder is not None:  # e.g. the sandbox's worker process
                 cleanup.callback(self.rewarder.close)
-            close_reward = getattr(self.reward_source, "close", None)
-            if close_reward is not None:
-                cleanup.callback(close_reward)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
@@ -309,8 +309,10 @@ class Trainer:
                         self._train_on_policy()
                     else:
                         self._train_off_policy()
+                saved = self.checkpoint_step == self.step and self.last_eval_step == self.step
                 final = self.last_eval if self.last_eval_step == self.step else self._evaluate()
-                self.save_checkpoint()
+                if not saved:  # unless a periodic save just wrote this very state
+                    self.save_checkpoint()
             except KeyboardInterrupt:
                 self.save_checkpoint()
                 raise

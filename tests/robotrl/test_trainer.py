@@ -425,3 +425,16 @@ def test_preference_runs_read_the_time_limit_of_envs_without_a_gymnasium_spec():
     assert episode_limit(config) == 30
     config = load_config(None, base={"name": "t", "env": {"id": "metaworld/reach-v3"}, "algo": {"name": "sac"}})
     assert episode_limit(config) == 500
+
+
+@pytest.mark.parametrize(("eval_every", "saved_steps"), [(150, [150, 300]), (0, [150, 300, 300])])
+def test_the_final_checkpoint_is_written_once_unless_the_final_evaluation_changed_it(tiny_config, tmp_path,
+                                                                                      monkeypatch, eval_every,
+                                                                                      saved_steps):
+    saves = []
+    original = ckpt.atomic_save
+    monkeypatch.setattr(ckpt, "atomic_save", lambda state, path: saves.append(state["step"]) or original(state, path))
+    config = tiny_config("sac", train={"total_steps": 300, "checkpoint_every": 150, "eval_every": eval_every})
+    result = Trainer(config, run_dir=tmp_path / "run", progress=False).train()
+    assert saves == saved_steps
+    assert ckpt.load(tmp_path / "run" / CHECKPOINT, torch.device("cpu"))["last_eval"] == result.final_eval
