@@ -242,7 +242,7 @@ class TrainingFeedback:
     """What a short training run with a reward tells the refinement prompt: per-term statistics over the run
     ({term: {"mean", "std", "min", "max"}}), the success rate (None where the task has none), the mean return of
     the env's own reward, steps trained, what a person said about the result (None: nothing), and the error that
-    stopped the run when the code failed during training (None: it ran to the end)."""
+    stopped the run when the code failed or training diverged on it (None: it ran to the end)."""
 
     term_stats: Mapping[str, Mapping[str, float]]
     steps: int
@@ -255,8 +255,7 @@ class TrainingFeedback:
         lines = [f"- {name}: mean {s['mean']:.4g}, std {s['std']:.4g}, min {s['min']:.4g}, max {s['max']:.4g}"
                  for name, s in self.term_stats.items()]
         if self.error is not None:
-            lines.append(f"- the training run stopped after {self.steps} steps because the reward code failed: "
-                         f"{self.error}")
+            lines.append(f"- the training run stopped after {self.steps} steps because of the reward: {self.error}")
         if self.success_rate is not None:
             lines.append(f"- success rate of the policy: {self.success_rate:.1%}")
         if self.env_return is not None:

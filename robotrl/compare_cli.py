@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,10 +143,10 @@ def needs_states(specs: list[str]) -> bool:
 
 
 def random_policy_buffer(env_id: str, samples: int, episodes: int | None, seed: int,
-                         states: bool = False) -> ReplayBuffer:
+                         states: bool = False, env_kwargs: Mapping[str, Any] | None = None) -> ReplayBuffer:
     """Steps of a uniformly random policy: `episodes` whole episodes, or else episodes until `samples` steps; with
-    `states`, the simulator state after each step too."""
-    env = envs.make(env_id, render_mode=None, seed=seed, record_state=states)
+    `states`, the simulator state after each step too. `env_kwargs` go to the env's constructor."""
+    env = envs.make(env_id, render_mode=None, seed=seed, record_state=states, **(env_kwargs or {}))
     adapter = ActionAdapter.from_space(env.action_space)
     rng = np.random.default_rng(seed)
 

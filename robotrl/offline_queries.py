@@ -61,9 +61,10 @@ def buffer_from_run(run_dir: Path, need_states: bool = True) -> tuple[RunConfig,
     return config, buffer, config.env.num_envs
 
 
-def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic: bool = False
-                         ) -> tuple[RunConfig, ReplayBuffer]:
-    """`episodes` fresh episodes of a run's policy (stochastic by default, for varied segments), with states."""
+def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic: bool = False,
+                         max_steps: int | None = None) -> tuple[RunConfig, ReplayBuffer]:
+    """`episodes` fresh episodes of a run's policy (stochastic by default, for varied segments), with states;
+    stopping early once `max_steps` steps are stored."""
     from robotrl.policy import load_policy
 
     policy = load_policy(run_dir, device="cpu")
@@ -75,7 +76,7 @@ def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic:
         return policy.agent.act(torch.as_tensor(obs, dtype=torch.float32)[None],
                                 deterministic=deterministic).cpu().numpy()
 
-    return config, rollout_buffer(env, act, policy.adapter, episodes, seed, states=True)
+    return config, rollout_buffer(env, act, policy.adapter, episodes, seed, max_steps, states=True)
 
 
 def rollout_buffer(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], adapter: ActionAdapter, episodes: int,

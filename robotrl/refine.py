@@ -61,7 +61,7 @@ from robotrl.agents import AGENTS
 from robotrl.config import ConfigError, load_config
 from robotrl.offline_queries import buffer_from_rollouts, task_layout
 from robotrl.preference import segments_from_buffer
-from robotrl.trainer import Trainer, sandboxed_reward
+from robotrl.trainer import Trainer, TrainingDiverged, sandboxed_reward
 
 TERM_STAT_ROWS = 50_000  # newest policy transitions the term statistics are computed on
 TRAINED_CODE = "trained_reward.py"  # the code a folder's run trained on
@@ -139,9 +139,9 @@ class RewardTrainer:
         trainer = Trainer(config, run_dir=directory / "run", progress=self.progress)
         try:
             result = trainer.train()
-        except RewardCodeError as err:  # valid on random transitions, failed on the policy's: the LLM hears why
+        except (RewardCodeError, TrainingDiverged) as err:  # e.g. valid on random transitions, not the policy's
             feedback = TrainingFeedback({}, trainer.step, error=str(err))
-            say(f"  the reward code failed after {trainer.step} steps: {err}")
+            say(f"  the run stopped after {trainer.step} steps: {err}")
             return TrainedReward(code_path, trainer.run_dir, feedback)
         feedback = TrainingFeedback(policy_term_statistics(trainer), result.steps,
                                     result.final_eval.get("eval/success_rate"), result.final_eval.get("eval/return"))
@@ -155,11 +155,9 @@ def policy_term_statistics(trainer: Trainer) -> dict[str, dict[str, float]]:
     buffer = trainer.buffer
     policy_rows = trainer.step - getattr(trainer.config.algo, "learning_starts", 0)
     index = buffer.chronological_indices()[-min(policy_rows, TERM_STAT_ROWS, len(buffer)):]
-    batch = {key: buffer.storage[key][index].cpu() for key in ("obs", "action", "next_obs", "terminated",
-                                                                "components")}
     reward = sandboxed_reward(trainer.config, trainer.component_names, trainer.run_dir)
     try:
-        total, terms = reward.evaluate(batch)
+        total, terms = reward.evaluate({key: buffer.storage[key][index].cpu().float() for key in reward.needs})
     finally:
         reward.close()
     return term_statistics(total.numpy(), {name: values.numpy() for name, values in terms.items()})
@@ -285,23 +283,24 @@ def rank_candidates(store: LabelStore, owners: Mapping[int, int]) -> list[Score]
 def policy_segment(run_dir: Path, steps: int, seed: int) -> Segments:
     """The first `steps` steps (fewer when the episode ends sooner) of one deterministic episode of a run's policy,
     with simulator states so that the labelling page can render them."""
-    _, buffer = buffer_from_rollouts(run_dir, 1, seed, deterministic=True)
+    _, buffer = buffer_from_rollouts(run_dir, 1, seed, deterministic=True, max_steps=steps)
     index = torch.arange(min(steps, len(buffer)))[None]
     return segments_from_buffer(buffer, index, torch.zeros_like(index, dtype=torch.bool))
 
 
 def comparison_store(path: Path, env_id: str, env_kwargs: Mapping[str, Any], goal: str,
-                     segments: Sequence[Segments], seed: int) -> tuple[list[int], dict[int, int]]:
-    """A new label store at `path` holding one segment per candidate and a query per pair of candidates (sides
-    shuffled, seeded); returns the query ids and the map of segment id to candidate."""
+                     segments: Mapping[int, Segments], seed: int) -> tuple[list[int], dict[int, int]]:
+    """A new label store at `path` holding one segment per candidate (`segments`: candidate number -> its segment)
+    and a query per pair of candidates (sides shuffled, seeded); returns the query ids and the map of segment id to
+    candidate number."""
     adapter, names, obs_shape = task_layout(env_id, dict(env_kwargs))
     with LabelStore(path, env_id=env_id, obs_shape=obs_shape, action_dim=adapter.stored_dim, component_names=names,
                     task_description=goal) as store:
-        ids = [store.add_segments(segment, run=f"candidate{i}")[0] for i, segment in enumerate(segments)]
+        ids = {i: store.add_segments(segment, run=f"candidate{i}")[0] for i, segment in segments.items()}
         rng = np.random.default_rng(seed)
-        pairs = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in itertools.combinations(ids, 2)]
+        pairs = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in itertools.combinations(ids.values(), 2)]
         query_ids = store.add_queries([a for a, _ in pairs], [b for _, b in pairs], round=0, sampler="all_pairs")
-    return query_ids, {segment: candidate for candidate, segment in enumerate(ids)}
+    return query_ids, {segment: candidate for candidate, segment in ids.items()}
 
 
 def serve_until_labelled(store_path: Path, query_ids: Sequence[int], port: int = 0, poll_seconds: float = 1.0
@@ -368,17 +367,18 @@ def refine_by_ranking(client: ChatModel, goal: str, description: TaskDescription
         if len(codes) < 2:
             say(f"only {len(codes)} valid candidate(s): nothing to compare, stopping")
             break
-        candidates = []
+        candidates = {}  # numbered as their folders; a failed run has no policy to show
         for i, candidate_code in enumerate(codes):
             say(f"candidate {i}:")
-            candidates.append(Candidate(candidate_code, trainer.train(candidate_code, directory / f"candidate{i}")))
-        candidates = [c for c in candidates if c.trained.feedback.error is None]  # a failed run has no policy to show
+            trained = trainer.train(candidate_code, directory / f"candidate{i}")
+            if trained.feedback.error is None:
+                candidates[i] = Candidate(candidate_code, trained)
         if len(candidates) < 2:
             say(f"only {len(candidates)} candidate(s) trained to the end: nothing to compare, stopping")
             break
         say(f"  recording one episode of each policy ({video_steps} steps shown) ...")
         seed = base.seed + 1_000_000
-        segments = [policy_segment(c.trained.run_dir, video_steps, seed) for c in candidates]
+        segments = {i: policy_segment(c.trained.run_dir, video_steps, seed) for i, c in candidates.items()}
         store_path = directory / "labels.sqlite"
         query_ids, owners = comparison_store(store_path, base.env.id, base.env.kwargs, goal, segments, seed)
         wait(store_path, query_ids)
@@ -409,7 +409,7 @@ def refine_by_ranking(client: ChatModel, goal: str, description: TaskDescription
     return final
 
 
-def save_ranking(path: Path, ranking: Sequence[Score], candidates: Sequence[Candidate], queries: int) -> None:
+def save_ranking(path: Path, ranking: Sequence[Score], candidates: Mapping[int, Candidate], queries: int) -> None:
     """The ranking as JSON: per candidate (best first) its record, code file, run and training feedback."""
     rows = [{"rank": rank, "candidate": s.candidate, "score": s.score, "wins": s.wins, "losses": s.losses,
              "equal": s.equal, "code": str(candidates[s.candidate].trained.code_path),

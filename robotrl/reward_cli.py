@@ -20,6 +20,7 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,14 +317,16 @@ def cmd_queries(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ check
-def sample_transitions(env_id: str, samples: int, seed: int) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """`samples` random-policy transitions of an env (seeded) and its reward component names, for checking or
-    validating reward code."""
+def sample_transitions(env_id: str, samples: int, seed: int, env_kwargs: Mapping[str, Any] | None = None
+                       ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`samples` random-policy transitions of an env (seeded; `env_kwargs` for its constructor) and its reward
+    component names, for checking or validating reward code."""
     from robotrl import offline_queries as oq
     from robotrl.compare_cli import buffer_transitions, random_policy_buffer
 
-    _, components, _ = oq.task_layout(env_id)
-    transitions = buffer_transitions(random_policy_buffer(env_id, samples, None, seed), samples, seed)
+    _, components, _ = oq.task_layout(env_id, dict(env_kwargs or {}))
+    buffer = random_policy_buffer(env_id, samples, None, seed, env_kwargs=env_kwargs)
+    transitions = buffer_transitions(buffer, samples, seed)
     return transitions, components
 
 
@@ -363,15 +366,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- generate
-def task_description(env_id: str) -> TaskDescription:
-    """The LLM's description of an env, from the env itself: observation size, action space, reward spec and (for
-    highway-env) its Kinematics settings after a reset."""
+def task_description(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> TaskDescription:
+    """The LLM's description of an env (built with `env_kwargs`), from the env itself: observation size, action
+    space, reward spec and (for highway-env) its Kinematics settings after a reset."""
     import gymnasium as gym
 
     import envs
     from reward_learning.env_descriptions import ActionInfo, ComponentInfo, HighwayObservation, describe_task
 
-    env = envs.make(env_id, render_mode=None)
+    env = envs.make(env_id, render_mode=None, **(env_kwargs or {}))
     try:
         space = env.action_space
         if isinstance(space, gym.spaces.Discrete):
@@ -394,16 +397,17 @@ def task_description(env_id: str) -> TaskDescription:
     return describe_task(env_id, size, action, components, highway)
 
 
-def generation_setup(args: argparse.Namespace, samples: int = 1
+def generation_setup(args: argparse.Namespace, samples: int = 1, env_kwargs: Mapping[str, Any] | None = None
                      ) -> tuple[TaskDescription, Validator, GenerationConfig]:
     """The task description, the sandbox validator (on random-policy transitions) and the generation settings that
-    the LLM options of `reward generate` and `reward refine` ask for; `samples`: replies sampled per prompt."""
+    the LLM options of `reward generate` and `reward refine` ask for; `samples`: replies sampled per prompt;
+    `env_kwargs`: the env's constructor settings (those of the runs the reward will train)."""
     from reward_learning.llm import SamplingSettings
     from reward_learning.sandbox import SandboxLimits
     from reward_learning.text2reward import GenerationConfig, sandbox_validator
 
-    description = task_description(args.env)
-    transitions, components = sample_transitions(args.env, args.samples, args.seed)
+    description = task_description(args.env, env_kwargs)
+    transitions, components = sample_transitions(args.env, args.samples, args.seed, env_kwargs)
     sampling = SamplingSettings(temperature=args.temperature, seed=args.seed, n=samples, max_tokens=args.max_tokens)
     config = GenerationConfig(rounds=args.rounds, few_shot=args.few_shot, sampling=sampling,
                               retrieval=args.retrieval)
@@ -458,7 +462,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     if args.code is not None and not Path(args.code).is_file():
         raise FileNotFoundError(f"--code: no reward code file at {args.code}")
     base = refine.base_config(args.env, args.config, args.steps)
-    description, validate, config = generation_setup(args)
+    description, validate, config = generation_setup(args, env_kwargs=base.get("env", {}).get("kwargs"))
     code = None
     if args.code is not None:
         try:

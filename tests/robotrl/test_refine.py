@@ -95,10 +95,13 @@ def test_automatic_loop_sends_the_runs_term_statistics_and_return(trainer, valid
     assert "2.0 * field" in server.requests[1]["messages"][-2]["content"]  # the second prompt refines the second code
 
 
+# valid on the 200 validation transitions, but an IndexError on the one-row batches scored before each update
+FAILS_IN_TRAINING = reward_code(1.0, 0.01).replace(
+    "return upright - effort,", "return upright - effort + 0.0 * np.arange(len(obs) - 1)[len(obs) - 2],")
+
+
 def test_code_that_fails_during_training_is_sent_back_with_its_error(trainer, validate):
-    # valid on the 200 validation transitions, but an IndexError on the one-row batches scored before each update
-    failing = DESCRIPTION.bind(reward_code(1.0, 0.01).replace(
-        "return upright - effort,", "return upright - effort + 0.0 * np.arange(len(obs) - 1)[len(obs) - 2],"))
+    failing = DESCRIPTION.bind(FAILS_IN_TRAINING)
     validate(failing)
     fixed = DESCRIPTION.bind(reward_code(1.0, 0.01))
     with FakeLLMServer([reply(fixed)]) as server:
@@ -107,7 +110,7 @@ def test_code_that_fails_during_training_is_sent_back_with_its_error(trainer, va
     assert final is not None and final.read_text() == fixed
     feedback = json.loads((trainer.out_dir / "refine1" / "feedback.json").read_text())
     assert "IndexError" in feedback["error"] and feedback["term_stats"] == {} and 0 < feedback["steps"] < STEPS
-    assert "because the reward code failed" in last_user_turn(server, 0)
+    assert "the training run stopped after" in last_user_turn(server, 0)
     assert "IndexError" in last_user_turn(server, 0)
 
 
@@ -171,6 +174,22 @@ def test_ranking_of_policy_videos_picks_the_preferred_candidate_and_prompts_with
     assert "preferred the behaviour produced by this reward over the others (2 wins, 0 ties, 0 losses)" in prompt
     assert "2.0 * field" in prompt.split("this candidate least")[1]  # the least liked candidate's code is shown
     assert all(r["messages"] == round2 for r in server.requests[3:])  # one prompt, three samples
+
+
+def test_a_candidate_whose_run_fails_is_left_out_and_the_others_keep_their_numbers(trainer, validate):
+    generated = [FAILS_IN_TRAINING, reward_code(2.0, 0.01), reward_code(1.0, 0.5)]
+
+    def wait(store_path: Path, query_ids: list[int]) -> None:
+        label_by_preference(store_path, [2, 0, 3], 0.0)  # candidate 1 never reaches the page
+
+    with FakeLLMServer([reply(c) for c in generated]) as server:
+        best = refine.refine_by_ranking(client(server), "keep the pendulum upright", DESCRIPTION,
+                                        DESCRIPTION.bind(reward_code(1.0, 0.01)), trainer, validate, iterations=1,
+                                        count=4, config=GenerationConfig(rounds=0), video_steps=10, wait=wait)
+    ranking = json.loads((trainer.out_dir / "rank1" / "ranking.json").read_text())
+    assert [r["candidate"] for r in ranking["ranking"]] == [2, 0, 3]  # numbered as their folders
+    assert [Path(r["code"]).parent.name for r in ranking["ranking"]] == ["candidate2", "candidate0", "candidate3"]
+    assert best.read_text() == DESCRIPTION.bind(generated[1])
 
 
 def test_rank_candidates_counts_equal_as_half_and_ignores_skips(tmp_path):
