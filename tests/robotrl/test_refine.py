@@ -128,7 +128,8 @@ def test_typed_feedback_reaches_the_prompt_and_q_stops(trainer, validate, capsys
     assert not (trainer.out_dir / "refine3" / "feedback.json").exists()
     saved = json.loads((trainer.out_dir / "refine1" / "feedback.json").read_text())
     assert saved["human"] == "swing up faster, the torque penalty is too strong"
-    assert "upright" in capsys.readouterr().out  # the person saw the statistics table
+    out = capsys.readouterr().out
+    assert "upright" in out and out.count("Your feedback for the LLM") == 3  # asked after each of the 3 runs
 
 
 def label_by_preference(store_path: Path, order: list[int], delay: float) -> None:
