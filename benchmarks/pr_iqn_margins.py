@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-import envs
 from robotrl.agents.pr_iqn import PrIQN
 from robotrl.core.preorder import optimal_subset
 from robotrl.core.quantile import midpoint_taus
-from robotrl.evaluation import evaluate
+from robotrl.evaluation import make_eval_env
 from robotrl.policy import Policy, load_policy
 
 EVAL_SEED_OFFSET = 1_000_000  # the trainer evaluates on seed + 1e6 + episode
@@ -43,13 +42,7 @@ def with_setting(agent: PrIQN, **update: float) -> None:
 
 def outcome(policy: Policy, episodes: int) -> dict[str, float]:
     """Collision rate, mean speed, success rate and return of deterministic evaluation episodes."""
-    config = policy.config
-    env = envs.make(config.env.id, render_mode=None, **config.env.kwargs)
-    try:
-        summary = evaluate(policy.agent, env, policy.adapter, episodes, config.seed + EVAL_SEED_OFFSET,
-                           policy.device).summary()
-    finally:
-        env.close()
+    summary = policy.evaluate(episodes, seed=policy.config.seed + EVAL_SEED_OFFSET).summary()
     return {"collision rate": summary["eval/components/collision"],
             "mean speed": summary["eval/components_per_step/speed"],
             "success rate": summary.get("eval/success_rate", float("nan")), "return": summary["eval/return"]}
@@ -62,7 +55,7 @@ def state_diagnostics(policy: Policy, episodes: int) -> dict[str, float]:
     agent, config = policy.agent, policy.config
     assert isinstance(agent, PrIQN)
     collision = agent.groups[0]
-    env = envs.make(config.env.id, render_mode=None, **config.env.kwargs)
+    env = make_eval_env(config.env.id, config.env.kwargs, False, 0, 0, None, config.env.max_episode_steps)
     rows: list[tuple[int, float, bool, bool]] = []  # survivors, spread, chosen is collision-best, near a crash
     try:
         for episode in range(episodes):
