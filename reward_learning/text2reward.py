@@ -295,6 +295,16 @@ def term_statistics(reward: np.ndarray, terms: Mapping[str, np.ndarray]) -> dict
     return out
 
 
+def stats_table(stats: Mapping[str, Mapping[str, float]]) -> str:
+    """`term_statistics` as an aligned text table, one row per term."""
+    keys = ("mean", "std", "min", "max")
+    width = max([len("term"), *(len(name) for name in stats)])
+    lines = [f"{'term':<{width}}  " + "  ".join(f"{key:>10}" for key in keys)]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{values[key]:>10.4g}" for key in keys)
+              for name, values in stats.items()]
+    return "\n".join(lines)
+
+
 Validator = Callable[[str], dict[str, dict[str, float]]]
 
 
@@ -415,9 +425,10 @@ def generate_reward(client: ChatModel, goal: str, description: TaskDescription, 
             examples = retrieve_examples(goal, config.few_shot, load_library() if library is None else library,
                                          embedder)
         messages = build_messages(goal, description, examples)
+    # the record says what this prompt used: a refinement prompt (`messages`) retrieves no examples
     result = GenerationResult(goal, description.env_id, messages, [], [e.name for e in examples], retrieval,
-                              client.describe(), {"rounds": config.rounds, "few_shot": config.few_shot,
-                                                  "retrieval": config.retrieval, **asdict(config.sampling)})
+                              client.describe(), {"rounds": config.rounds, "few_shot": len(examples),
+                                                  "retrieval": retrieval, **asdict(config.sampling)})
     for sample in range(config.sampling.n):
         settings = replace(config.sampling, n=1, seed=config.sampling.seed + sample)
         conversation = list(messages)

@@ -55,6 +55,7 @@ from reward_learning.text2reward import (
     own_code,
     refine_reward,
     refinement_messages,
+    stats_table,
     term_statistics,
 )
 from robotrl.agents import AGENTS
@@ -67,7 +68,6 @@ TERM_STAT_ROWS = 50_000  # newest policy transitions the term statistics are com
 TRAINED_CODE = "trained_reward.py"  # the code a folder's run trained on
 REFINED = "refined_reward.py"  # the automatic loop's final code (refined from the last run's feedback)
 BEST = "best_reward.py"  # the ranking loop's final code (the person's favourite of the last round)
-STATS_KEYS = ("mean", "std", "min", "max")
 
 Waiter = Callable[[Path, Sequence[int]], None]  # (label store, query ids): returns once they are labelled
 
@@ -168,15 +168,6 @@ def summary_line(feedback: TrainingFeedback) -> str:
     success = "n/a" if feedback.success_rate is None else f"{feedback.success_rate:.1%}"
     env_return = "n/a" if feedback.env_return is None else f"{feedback.env_return:.4g}"
     return f"env return {env_return}, success rate {success}"
-
-
-def stats_table(stats: Mapping[str, Mapping[str, float]]) -> str:
-    """Term statistics as an aligned text table."""
-    width = max([len("term"), *(len(name) for name in stats)])
-    lines = [f"{'term':<{width}}  " + "  ".join(f"{key:>10}" for key in STATS_KEYS)]
-    lines += [f"{name:<{width}}  " + "  ".join(f"{values[key]:>10.4g}" for key in STATS_KEYS)
-              for name, values in stats.items()]
-    return "\n".join(lines)
 
 
 def say(text: str) -> None:

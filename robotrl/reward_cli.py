@@ -335,6 +335,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print per-term statistics; a rejected file prints the reason and exits with status 1."""
     from reward_learning.code_check import RewardCodeError, check_code
     from reward_learning.sandbox import SandboxedReward, SandboxLimits
+    from reward_learning.text2reward import stats_table, term_statistics
 
     path = Path(args.file)
     if not path.is_file():
@@ -355,13 +356,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"env          {args.env}: {len(total)} random-policy transitions (seed {args.seed}), evaluated in "
           f"{seconds * 1000:.1f} ms")
     print(f"inputs       {', '.join(inputs)}")
-    rows = [("reward (total)", total), *terms.items()]
-    width = max(len(name) for name, _ in rows)
-    print(f"\n{'term':<{width}}  {'mean':>10}  {'std':>10}  {'min':>10}  {'max':>10}")
-    for name, values in rows:
-        values = values.double()
-        stats = (values.mean(), values.std(correction=0), values.min(), values.max())
-        print(f"{name:<{width}}  " + "  ".join(f"{v.item():>10.4g}" for v in stats))
+    stats = term_statistics(total.numpy(), {name: values.numpy() for name, values in terms.items()})
+    print("\n" + stats_table(stats))
     return 0
 
 
@@ -425,8 +421,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Ask an LLM for reward code for a goal on an env, validate each reply in the sandbox on random-policy
     transitions, feed errors back for up to --rounds rounds, and save the provenance (and reward.py when valid)."""
     from reward_learning.llm import LLMError, make_client
-    from reward_learning.text2reward import generate_reward
-    from robotrl.refine import print_attempts, stats_table
+    from reward_learning.text2reward import generate_reward, stats_table
+    from robotrl.refine import print_attempts
 
     description, validate, config = generation_setup(args, args.n)
     out = Path(args.out) if args.out else default_out("generate", args.env)

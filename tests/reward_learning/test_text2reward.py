@@ -159,6 +159,7 @@ def test_few_shot_prompt_holds_the_examples_and_the_result_names_them(validate):
                                  GenerationConfig(few_shot=2, retrieval="tfidf"))
     prompt = server.user_turns(0)[0]
     assert result.examples[0] == "pendulum_swing_up" and len(result.examples) == 2 and result.retrieval == "tfidf"
+    assert result.config["few_shot"] == 2 and result.config["retrieval"] == "tfidf"
     assert "Task: swing the pendulum up" in prompt and 'field(next_obs, "cos_theta")' in prompt
     assert "I want the agent to fulfil the following task: swing the pendulum up and hold it" in prompt
 
@@ -181,8 +182,11 @@ def test_refinement_sends_training_statistics_back(validate):
         return feedback
 
     with FakeLLMServer([fenced(VALID.replace("0.001", "0.01"))]) as server:
-        results = refine_reward(fake_client(server), "upright", PENDULUM, PENDULUM.bind(VALID), train, validate)
+        results = refine_reward(fake_client(server), "upright", PENDULUM, PENDULUM.bind(VALID), train, validate,
+                                config=GenerationConfig(few_shot=2, retrieval="tfidf"))
     assert trained == [PENDULUM.bind(VALID)] and len(results) == 1 and results[0].valid
+    # a refinement prompt holds no retrieved examples, and its record does not claim any
+    assert results[0].examples == [] and results[0].config["few_shot"] == 0 and results[0].config["retrieval"] is None
     assert server.requests[0]["messages"][-2]["role"] == "assistant"  # the previous code, unbound
     assert "OBS_FIELDS" not in server.requests[0]["messages"][-2]["content"]
 

@@ -35,7 +35,7 @@ def test_accepted_code_prints_statistics_of_every_term(tmp_path, capsys):
     assert "inputs       obs, action, next_obs, torque_squared" in out
     table = out.split("\nterm ", 1)[1].splitlines()[1:]
     rows = {line.rsplit(None, 4)[0]: [float(v) for v in line.split()[-4:]] for line in table}
-    assert set(rows) == {"reward (total)", "upright", "speed", "effort"}
+    assert set(rows) == {"reward", "upright", "speed", "effort"}
     for mean, std, low, high in rows.values():
         assert low <= mean <= high and std >= 0 and high <= 0  # every term is a penalty
     assert rows["upright"][2] >= -3.1416 ** 2
