@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 BINDING_MARKER = "# ---- observation fields"
 VELOCITY_NOTE = ("the x_velocity field is the velocity at the end of the step; the forward_velocity input is the "
                  "mean x velocity over the step (displacement / duration).")
@@ -49,10 +47,6 @@ class ObsField:
     @property
     def size(self) -> int:
         return 1 if self.stop is None else len(range(self.start, self.stop, self.step))
-
-    def view(self, x: np.ndarray) -> np.ndarray:
-        """This field of a batch of observations."""
-        return x[:, self.start] if self.stop is None else x[:, self.start:self.stop:self.step]
 
 
 @dataclass(frozen=True)
