@@ -92,6 +92,7 @@ class HeronTeacher(Teacher):
     - Every level has its own multiplier (the paper's robotics code reuses the second one for levels 3 and 4).
     - The pool is the round's candidate segments, given by `observe_candidates` before labelling (the paper uses the
       whole signal buffer on classic control and the minibatch on robotics); without it, the segments being labelled.
+      The next `label` call uses up the candidates, so a later round never reuses an earlier round's scale.
     - Labels depend on the factors only through std-relative differences, so scaling any factor by a positive
       constant changes no label. Factors in no level are ignored. The teacher is deterministic (`rng` is unused).
     - A factor constant over the pool (std within rounding noise of its magnitude) adds nothing to its level.
@@ -167,17 +168,18 @@ class HeronTeacher(Teacher):
         return factor_std, level_std
 
     def observe_candidates(self, candidates: Segments) -> None:
-        """Fix the margins' scales on this round's candidate segments (call before `label`)."""
+        """Fix the margins' scales for the next `label` call on this round's candidate segments."""
         self._pool_scales = self.scales(self.factor_totals(candidates)) if len(candidates) else None
 
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
         if len(left) != len(right) or left.length != right.length:
             raise ValueError(f"query halves differ: {len(left)}x{left.length} vs {len(right)}x{right.length} steps")
         totals_l, totals_r = self.factor_totals(left), self.factor_totals(right)
+        pool_scales, self._pool_scales = self._pool_scales, None  # one round's candidates scale one round's labels
         labels = np.full(len(left), int(self.tie_label), dtype=np.int64)
         if len(left) == 0:
             return labels
-        factor_std, level_std = self._pool_scales or self.scales(np.concatenate([totals_l, totals_r]))
+        factor_std, level_std = pool_scales or self.scales(np.concatenate([totals_l, totals_r]))
         undecided = np.ones(len(left), dtype=bool)
         levels = zip(self._level_values(totals_l, factor_std), self._level_values(totals_r, factor_std),
                      self.margins, level_std, strict=True)

@@ -57,14 +57,16 @@ class PreferenceLoop:
 
     def __init__(self, config: PreferenceConfig, *, env_id: str, obs_shape: tuple[int, ...], action_dim: int,
                  discrete_actions: bool, component_names: Sequence[str], run_dir: Path, run_name: str,
-                 learning_starts: int, total_steps: int, max_episode_steps: int, device: torch.device,
-                 seed: int, component_directions: Sequence[str] = (), teacher: Teacher | None = None) -> None:
-        """`teacher` replaces the one the config names (the trainer builds teachers that need more than this
-        section, e.g. `teacher: vlm`)."""
+                 learning_starts: int, total_steps: int, max_episode_steps: int, gamma: float,
+                 device: torch.device, seed: int, component_directions: Sequence[str] = (),
+                 teacher: Teacher | None = None) -> None:
+        """`gamma` is the agent's discount (the logged STARC distance depends on it). `teacher` replaces the one the
+        config names (the trainer builds teachers that need more than this section, e.g. `teacher: vlm`)."""
         self.config = c = config
         self.run_dir, self.run_name = run_dir, run_name
         self.learning_starts, self.total_steps = learning_starts, total_steps
         self.max_episode_steps = max_episode_steps
+        self.gamma = gamma
         self.human = c.teacher == HUMAN
         if self.human and c.surf.enabled:
             raise ConfigError("reward.preference: SURF's temporal cropping needs longer stored segments than people "
@@ -286,11 +288,12 @@ class PreferenceLoop:
     @torch.no_grad()
     def starc_distance(self, buffer: ReplayBuffer, samples: int) -> float:
         """STARC-VAL distance (0 = same policy ordering, 1 = opposite) between the learned and the true reward on
-        the latest `samples` stored transitions (`reward_learning.comparison_sampled`)."""
+        the latest `samples` stored transitions under the agent's discount (`reward_learning.comparison_sampled`)."""
         batch = self._recent_transitions(buffer, samples, ("obs", "action", "next_obs", "env_reward", "components",
                                                              "terminated", "truncated"))
         sources = {"learned": self.reward_source, "true": self.true_reward}
-        return float(compare_rewards(sources, batch, "starc_val", device=str(self.model.device)).distances[0, 1])
+        comparison = compare_rewards(sources, batch, "starc_val", gamma=self.gamma, device=str(self.model.device))
+        return float(comparison.distances[0, 1])
 
     # ---------------------------------------------------------------------------------------------- state
     def _load_prior_labels(self, path: Path) -> None:

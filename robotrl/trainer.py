@@ -185,8 +185,9 @@ class Trainer:
                 action_dim=self.adapter.action_dim if self.adapter.discrete else self.adapter.stored_dim,
                 discrete_actions=self.adapter.discrete, component_names=self.component_names, run_dir=self.run_dir,
                 run_name=self.run_dir.name, learning_starts=0 if self.agent.on_policy else config.algo.learning_starts,
-                total_steps=config.train.total_steps, max_episode_steps=episode_limit(config), device=self.device,
-                seed=config.seed, component_directions=[c.direction for c in self.vec.reward_spec],
+                total_steps=config.train.total_steps, max_episode_steps=episode_limit(config),
+                gamma=config.algo.gamma, device=self.device, seed=config.seed,
+                component_directions=[c.direction for c in self.vec.reward_spec],
                 teacher=vlm_teacher(config) if config.reward.preference.teacher == "vlm" else None)
         source = reward_source or (self.preference.reward_source if self.preference
                                    else build_reward_source(config, self.component_names, self.run_dir))

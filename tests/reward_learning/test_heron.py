@@ -69,6 +69,15 @@ def test_candidates_set_the_scale_instead_of_the_labelled_pairs():
     assert labels_of(teacher, [[3, 0, 0, 0]], [[0, 1, 0, 0]]) == [R]
 
 
+def test_candidates_scale_only_the_next_labelling_round():
+    teacher = heron(["a"], margins=1.0)
+    left, right = [[3, 0, 0, 0], [0, 0, 0, 0]], [[0, 0, 0, 0], [3, 0, 0, 0]]
+    assert labels_of(teacher, left, right) == [L, R]  # own pool: std of a is 1.7, a difference of 3 counts
+    teacher.observe_candidates(factor_segments([[0, 0, 0, 0], [100, 0, 0, 0], [-100, 0, 0, 0]]))
+    assert labels_of(teacher, [[3, 0, 0, 0]], [[0, 0, 0, 0]]) == [S]  # that round: std 100, within the margin
+    assert labels_of(teacher, left, right) == [L, R]  # the next round without candidates: not the old std 100
+
+
 def test_directions_are_respected():
     left, right = [[1, 0, 0, 0]], [[2, 0, 0, 0]]
     assert labels_of(heron(["a"]), left, right) == [R]

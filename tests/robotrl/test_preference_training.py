@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from reward_learning.comparison_sampled import compare_rewards
 from reward_learning.label_store import LabelStore
 from reward_learning.models import RewardEnsemble
 from reward_learning.segments import Label
@@ -190,17 +191,31 @@ def test_preference_loop_rejects_segments_longer_than_episodes(tmp_path):
     with pytest.raises(ConfigError, match="longer than an episode"):
         PreferenceLoop(PreferenceConfig(segment_length=300), env_id="Pendulum-v1", obs_shape=(3,), action_dim=1,
                        discrete_actions=False, component_names=["a"], run_dir=tmp_path, run_name="r",
-                       learning_starts=0, total_steps=10, max_episode_steps=200, device=torch.device("cpu"), seed=0)
+                       learning_starts=0, total_steps=10, max_episode_steps=200, gamma=0.99,
+                       device=torch.device("cpu"), seed=0)
 
 
-def test_rounds_log_the_starc_distance_of_learned_from_true_reward(tiny_config, tmp_path):
+def test_rounds_log_the_starc_distance_of_learned_from_true_reward(tiny_config, tmp_path, monkeypatch):
     from reward_learning.sources import EnvReward
+    from robotrl import preference
 
-    config = pebble_config(tiny_config, ["train.total_steps=1300", "reward.preference.starc_samples=1000"])
+    compared = []
+
+    def spy(*args, **kwargs):
+        result = compare_rewards(*args, **kwargs)
+        compared.append((kwargs.get("gamma"), float(result.distances[0, 1])))
+        return result
+
+    monkeypatch.setattr(preference, "compare_rewards", spy)
+    config = pebble_config(tiny_config, ["train.total_steps=1300", "reward.preference.starc_samples=1000",
+                                         "algo.gamma=0.9"])
     trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
     trainer.train()
     logged = [r["reward/starc_distance"] for r in metrics_of(tmp_path / "run") if "reward/starc_distance" in r]
     assert logged and all(0.0 <= d <= 1.0 for d in logged)
+    # STARC-VAL depends on the discount: the logged distances are computed with the agent's gamma, not 0.99
+    assert logged == pytest.approx([distance for _, distance in compared])
+    assert {gamma for gamma, _ in compared} == {0.9}
     pref = trainer.preference
 
     class Negated:
