@@ -14,8 +14,9 @@ drawn from the simulator state, so no camera sensor is used (camera images are n
 with ``-nullrhi`` works. Reward, infractions and components: `envs.carla_logic.DrivingReward`.
 
 Several envs of one process may share a server (the trainer's evaluation env shares the training env's): they take
-turns, the env that resets or steps removing the previous one's actors, whose episode then ends truncated. Parallel
-envs need one server each (different ports).
+turns, the env that resets or steps removing the previous one's actors, whose episode then ends truncated; the last
+of them to close gives the world back its asynchronous settings. Parallel envs need one server each (different
+ports), so `envs.make_vec` refuses more than one env of a CARLA id (see `SINGLE_ENV_REASON`).
 
 Without the ``carla`` package, making the env raises `CarlaNotInstalledError` (install ``robotrl[carla]``); without a
 server it raises `CarlaServerError` within about ``connect_timeout`` seconds, saying how to start one. When the server
@@ -61,8 +62,33 @@ CARLA_TOWNS = {
 }
 
 
+SINGLE_ENV_REASON = (
+    "Every env of a vector env gets the same host, port and tm_port, and CARLA envs sharing a server take turns "
+    "(each one's step ends the other's episode), so parallel CARLA envs need one server each. Start one server per "
+    "env on its own port (e.g. `./CarlaUE4.sh -RenderOffScreen -nullrhi -carla-rpc-port=2000`, then "
+    "-carla-rpc-port=2002, ...: each server also uses the next port) and make one env per server with "
+    "envs.make(env_id, port=P, tm_port=T), each with its own Traffic Manager port T; or use num_envs=1."
+)
+
 # The env currently driving on each (host, port), so that envs of one process sharing a server take turns.
 _DRIVING: dict[tuple[str, int], weakref.ref] = {}
+# Every open env of this process on each (host, port): the last one to close restores the world's settings.
+_SERVER_USERS: dict[tuple[str, int], weakref.WeakSet] = {}
+
+
+def join_server(key: tuple[str, int], env: Any) -> None:
+    """Record that `env` uses the server `key` (host, port)."""
+    _SERVER_USERS.setdefault(key, weakref.WeakSet()).add(env)
+
+
+def leave_server(key: tuple[str, int], env: Any) -> bool:
+    """Forget that `env` uses the server `key`; True if no other open env of this process still uses it."""
+    users = _SERVER_USERS.get(key)
+    if users is not None:
+        users.discard(env)
+        if not users:
+            del _SERVER_USERS[key]
+    return key not in _SERVER_USERS
 
 
 class CarlaUnavailableError(ValueError):
@@ -231,8 +257,8 @@ class CarlaEnv(gym.Env):
         self._vehicle_ids: list[int] = []
         self._others: dict[int, tuple[float, float, str]] = {}
         self._lock = threading.Lock()
-        self._collisions: list[logic.Collision] = []
-        self._lane_invasions = 0
+        self._collisions: list[tuple[int, logic.Collision]] = []  # (frame, event), not yet scored
+        self._lane_invasions: list[tuple[int, int]] = []  # (frame, 1) per crossing, not yet scored
         self._route: logic.Route | None = None
         self._tracker: logic.RouteTracker | None = None
         self._ego_state: logic.ActorState | None = None
@@ -241,6 +267,7 @@ class CarlaEnv(gym.Env):
         self._last_obs: Any = None
         self._previous_action = np.zeros(2)
         self._suspended = False
+        join_server((self.host, self.port), self)
         try:
             self._connect(first=True)
         except RuntimeError as error:  # the server stopped answering while we set up the world
@@ -288,7 +315,9 @@ class CarlaEnv(gym.Env):
         client.set_timeout(self.timeout)
         self._client, self._world, self._map = client, world, town_map
         if self._original_settings is None:  # what close() restores (a reconnection finds our own settings)
-            self._original_settings = world.get_settings()
+            shared = [env._original_settings for env in _SERVER_USERS.get((self.host, self.port), ())
+                      if env is not self and env._original_settings is not None]
+            self._original_settings = shared[0] if shared else world.get_settings()  # not a sharing env's sync mode
         settings = world.get_settings()
         settings.synchronous_mode = True
         settings.fixed_delta_seconds = self.delta_seconds
@@ -392,7 +421,7 @@ class CarlaEnv(gym.Env):
                 self._sensor_ids.append(sensor.id)
                 sensor.listen(callback)
             self._spawn_traffic(library, free, rng)
-            world.tick(self.timeout)
+            frame = world.tick(self.timeout)
             self._route = self._plan_route(self._ego.get_location(), spawn_points, rng)
             self._others = {
                 actor.id: (2.0 * actor.bounding_box.extent.x, 2.0 * actor.bounding_box.extent.y,
@@ -404,7 +433,7 @@ class CarlaEnv(gym.Env):
         except BaseException:
             self._destroy_episode()
             raise
-        self._drain_events()
+        self._drain_events(frame)  # what happened while spawning does not count
         self._tracker = logic.RouteTracker(self._route, ahead=max(30.0, 60.0 * self.delta_seconds))
         projection = self._tracker.reset(self._ego_state.x, self._ego_state.y)
         self.reward_model.reset()
@@ -466,11 +495,11 @@ class CarlaEnv(gym.Env):
             raise RuntimeError("call reset() before step(): the episode has no ego car")
         self._take_turn()
         try:
-            self._advance(action)
+            frame = self._advance(action)
         except RuntimeError as error:  # the server stopped answering: reconnect and truncate the episode
             self._recover(error)
             return self._interrupted("server_reconnected")
-        collisions, lane_invasions = self._drain_events()
+        collisions, lane_invasions = self._drain_events(frame)
         off_road = self._map.get_waypoint(self._ego_location, project_to_road=False,
                                           lane_type=self._carla.LaneType.Driving) is None
         events = logic.StepEvents(collisions=collisions, lane_invasions=lane_invasions, off_road=off_road)
@@ -515,13 +544,14 @@ class CarlaEnv(gym.Env):
             warnings.warn(f"could not remove a suspended episode's actors from {self.host}:{self.port}: {error}",
                           stacklevel=2)
 
-    def _advance(self, action: np.ndarray) -> None:
-        """Send the control, tick the world, read the new state."""
+    def _advance(self, action: np.ndarray) -> int:
+        """Send the control, tick the world, read the new state; returns the tick's frame."""
         steer, pedal = float(action[0]), float(action[1])
         control = self._carla.VehicleControl(throttle=max(pedal, 0.0), steer=steer, brake=max(-pedal, 0.0))
         self._ego.apply_control(control)
-        self._world.tick(self.timeout)
+        frame = self._world.tick(self.timeout)
         self._read_state()
+        return frame
 
     def _read_state(self) -> None:
         """Ego and other actors from one world snapshot."""
@@ -565,19 +595,19 @@ class CarlaEnv(gym.Env):
         collision = logic.Collision(other.id if other is not None else 0,
                                     logic.collision_kind(other.type_id if other is not None else ""))
         with self._lock:
-            self._collisions.append(collision)
+            self._collisions.append((event.frame, collision))
 
     def _on_lane_invasion(self, event: Any) -> None:
         """Lane-invasion sensor callback: one event per crossing."""
         with self._lock:
-            self._lane_invasions += 1
+            self._lane_invasions.append((event.frame, 1))
 
-    def _drain_events(self) -> tuple[tuple[logic.Collision, ...], int]:
-        """Sensor events since the last call."""
+    def _drain_events(self, frame: int) -> tuple[tuple[logic.Collision, ...], int]:
+        """Sensor events of the frames up to `frame` (the last tick's); later ones wait for the next step."""
         with self._lock:
-            collisions, lane_invasions = tuple(self._collisions), self._lane_invasions
-            self._collisions, self._lane_invasions = [], 0
-        return collisions, lane_invasions
+            collisions, self._collisions = logic.split_at_frame(self._collisions, frame)
+            lane_invasions, self._lane_invasions = logic.split_at_frame(self._lane_invasions, frame)
+        return tuple(collisions), sum(lane_invasions)
 
     # ----------------------------------------------------------------------------------------------------------------
     # clean-up
@@ -605,24 +635,34 @@ class CarlaEnv(gym.Env):
         self._destroy(ids)
 
     def close(self) -> None:
-        """Destroy our actors, give the world back its asynchronous settings, stop a server we started."""
+        """Destroy our actors; if no other env of this process uses the server, give the world back its
+        asynchronous settings; stop a server we started."""
+        key = (self.host, self.port)
+        last = leave_server(key, self)
         try:
             if self._client is not None:
-                self._destroy_episode()
-                if self._tm is not None:
-                    self._tm.set_synchronous_mode(False)
-                if self._original_settings is not None:
-                    self._original_settings.synchronous_mode = False
-                    self._world.apply_settings(self._original_settings)
+                try:
+                    self._destroy_episode()
+                finally:
+                    if last:
+                        self._restore_settings()
         except RuntimeError as error:
             warnings.warn(f"could not clean up the CARLA world at {self.host}:{self.port}: {error}", stacklevel=2)
         finally:
             self._client = self._world = self._map = self._tm = None
-            driving = _DRIVING.get((self.host, self.port))
+            driving = _DRIVING.get(key)
             if driving is not None and driving() is self:
-                del _DRIVING[(self.host, self.port)]
+                del _DRIVING[key]
             if self._server is not None:
                 self._server.stop()
+
+    def _restore_settings(self) -> None:
+        """Put the Traffic Manager and the world back in asynchronous mode, with the world's original settings."""
+        if self._tm is not None:
+            self._tm.set_synchronous_mode(False)
+        if self._original_settings is not None:
+            self._original_settings.synchronous_mode = False
+            self._world.apply_settings(self._original_settings)
 
 
 def actor_state(snapshot: Any, length: float, width: float, kind: str) -> logic.ActorState:
@@ -708,4 +748,4 @@ def register_carla_envs() -> None:
     for town, description in CARLA_TOWNS.items():
         env_id = f"carla/{town}-v0"
         register(env_id, CarlaConstructor(env_id, town), CarlaTerms, family="driving", description=description,
-                 overwrite=True)
+                 single_env_reason=SINGLE_ENV_REASON, overwrite=True)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -188,6 +189,14 @@ class Collision:
 
     other_id: int
     kind: str
+
+
+def split_at_frame(events: Sequence[tuple[int, Any]], frame: int) -> tuple[list[Any], list[tuple[int, Any]]]:
+    """Sensor events as (frame, event): those of frames up to `frame` (the tick that ended the step) and, in their
+    order, the later ones (a callback may run after the tick returns: they belong to the next step)."""
+    now = [event for event_frame, event in events if event_frame <= frame]
+    later = [(event_frame, event) for event_frame, event in events if event_frame > frame]
+    return now, later
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ usual keys (``collision_reward=-2``, ...) keep working, with its sign convention
   from the previous one (default weight 0, as highway-env has no such term). 0 on the first step of an episode.
 - ``arrived`` (maximize, ``arrived_reward``; intersection only): 1.0 once the ego has reached its exit.
 
+highway-env reward keys that no component uses (``lane_change_reward``, merge's ``merging_speed_reward``,
+racetrack's ``action_reward``, ``normalize_reward``) are rejected with a TypeError naming the option to use instead
+(`UNUSED_REWARD_KEYS`), rather than silently ignored.
+
 Keys a scenario's config lacks get our defaults (e.g. ``high_speed_reward=0`` for racetrack). Actions: ``action=
 "discrete"`` (highway-env's meta-actions; racetrack: 5 steering angles, as its vehicles cannot use meta-actions) or
 ``"continuous"`` (throttle and steering; racetrack: steering only), or a highway-env action config dict.
@@ -61,6 +65,17 @@ OWN_KEYS = {
     "lane_centering_cost": 4.0,
     "on_road_weight": 1.0,
 }
+# highway-env reward keys our reward reads (arrived_reward: intersection only); its other reward keys are rejected.
+USED_REWARD_KEYS = ("collision_reward", "high_speed_reward", "right_lane_reward", "lane_centering_reward",
+                    "reward_speed_range", "arrived_reward")
+# What to use instead of highway-env's reward keys that no component reads.
+UNUSED_REWARD_KEYS = {
+    "lane_change_reward": "action_change_weight (weight of the comfort component: with discrete actions it counts "
+                          "every change of meta-action)",
+    "action_reward": "action_change_weight (our comfort component penalises changes of the action, not its size)",
+    "merging_speed_reward": "high_speed_reward (the ego's own speed; the merging car's speed is not a component)",
+    "normalize_reward": "the component weights (the reward is their weighted sum, never rescaled)",
+}
 STATE_FIELDS = 6  # per vehicle: x, y, heading, speed, crashed, steering
 MIN_STATE_VEHICLES = 32
 
@@ -97,6 +112,11 @@ def _env_class(highway_id: str, meta_action_terms: bool) -> type:
         return base._rewards(self, action if np.ndim(action) == 0 else -1)
 
     return type(base.__name__, (base,), {"_rewards": _rewards, "__doc__": base.__doc__})
+
+
+def unused_reward_keys(defaults: dict[str, Any]) -> set[str]:
+    """The reward keys of a highway-env config that no component of ours reads."""
+    return {key for key in defaults if "reward" in key and key not in USED_REWARD_KEYS}
 
 
 @dataclass(frozen=True)
@@ -140,9 +160,21 @@ class HighwayConstructor:
             config["scaling"] = config["scaling"] * zoom
 
     def _check_keys(self, config: dict[str, Any], defaults: dict[str, Any]) -> None:
-        """Reject config keys neither highway-env nor our reward knows (highway-env would silently ignore them)."""
+        """Reject config keys neither highway-env nor our reward knows (highway-env would silently ignore them), and
+        highway-env reward keys that our reward does not use."""
+        ignored = unused_reward_keys(defaults)
+        unused = sorted(key for key in config if key in ignored)
+        if unused:
+            instead = "; ".join(f"instead of {key!r} use {UNUSED_REWARD_KEYS.get(key, 'the component weights')}"
+                                for key in unused)
+            raise TypeError(
+                f"{self.env_id}: highway-env reward key(s) {', '.join(map(repr, unused))} would be ignored: this env's "
+                f"reward is the weighted sum of its components (see envs.highway_envs), whose weights come from "
+                f"{', '.join(key for key in USED_REWARD_KEYS if key in defaults)}, on_road_weight and "
+                f"action_change_weight; {instead}."
+            )
         accepted = set(defaults) | set(OWN_KEYS) | {"action_change_weight", "reward_speed_range", "duration"}
-        accepted -= {"action", "observation", "screen_width", "screen_height"}
+        accepted -= {"action", "observation", "screen_width", "screen_height", *ignored}
         unknown = sorted(set(config) - accepted)
         if not unknown:
             return

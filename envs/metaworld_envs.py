@@ -21,8 +21,10 @@ Ids: ``metaworld/<task>`` (e.g. ``metaworld/drawer-open-v3``; `TASKS` lists all 
   other task (all tasks under v1, and all MT ids, whose envs must share one spec) reports the reward itself as
   ``task_reward`` (weight 1) and the shaping terms with weight 0, so they stay available to rankings such as HERON.
   Terms that are constant or duplicate another for a task are left out (MT envs, whose spec is shared, report 0).
-- Rendering: headless RGB frames from a named camera (`CAMERAS`, default "corner"); Meta-World's cameras produce
-  upside-down frames in v3, which are flipped here. Camera -1 is MuJoCo's free camera (not flipped).
+- Rendering: headless RGB frames from a named camera (`CAMERAS`, default "corner") or a camera id. Meta-World's
+  corner cameras are mounted upside down (their up axis points down in the world), so their frames are rotated 180
+  degrees here; the others (and -1, MuJoCo's free camera) are used as they are: every frame is upright and not
+  mirrored.
 - Simulator state (`envs.get_state`): physics, mocap and the body and site positions Meta-World moves per episode
   (fixtures and goal markers), so a state restored into any env of the same id renders the same frame.
 - Experts: `expert_policy(env_id)` wraps Meta-World's scripted policy for the task (obs -> action).
@@ -87,20 +89,37 @@ _TERMS = {
     "obj_to_target": ("minimize", "distance from the task's object (the hand, for reach tasks) to its goal, m "
                                   "(info['obj_to_target'])"),
 }
+_GRAB_EFFORT = ("maximize", "the gripper-close command of the action, (a[3] + 1) / 2 in [0, 1] (Meta-World's "
+                            "_reward_grab_effort; info['grasp_reward'])")
+# Tasks whose info terms mean something else than `_TERMS` says (Meta-World 3.x evaluate_state / compute_reward).
+_TASK_TERMS: dict[str, dict[str, tuple[str, str]]] = {
+    "door-open-v3": {"grasp_reward": _GRAB_EFFORT},
+    "box-close-v3": {"grasp_reward": _GRAB_EFFORT},
+    "door-close-v3": {"in_place_reward": (
+        "maximize", "Meta-World's hand-in-place term in [0, 1]: 1 when the gripper is at the goal, decaying with "
+                    "distance (hand_in_place; info['in_place_reward'])")},
+    "lever-pull-v3": {"obj_to_target": (
+        "minimize", "scaled distance from the arm's shoulder (the gripper plus an offset) to the lever, not to the "
+                    "goal (shoulder_to_lever; info['obj_to_target'])")},
+}
 
 
-def reward_components(task: str, version: str, per_task: bool = True) -> RewardSpec:
-    """The reward spec of `task` under reward `version`; `per_task=False` gives the spec all MT tasks share."""
+def reward_components(task: str, version: str, benchmark: str | None = None) -> RewardSpec:
+    """The reward spec of `task` under reward `version`; with a `benchmark` ("MT10", "MT50"), the spec all its tasks
+    share (generic descriptions, no linear weights)."""
+    subject = task if benchmark is None else f"each env's task of {benchmark}"
     if version == "v1":
-        return (RewardComponent("task_reward", 1.0, "maximize", f"Meta-World's v1 (original) reward for {task}"),)
+        return (RewardComponent("task_reward", 1.0, "maximize", f"Meta-World's v1 (original) reward for {subject}"),)
+    per_task = benchmark is None
     weights = _LINEAR_V2.get(task, {}) if per_task else {}
     skipped = _UNINFORMATIVE.get(task, ()) if per_task else ()
+    terms = {**_TERMS, **_TASK_TERMS.get(task, {})} if per_task else _TERMS
     spec = [] if weights else [RewardComponent(
         "task_reward", 1.0, "maximize",
-        f"Meta-World's v2 reward for {task} (0 to 10, 10 on success for most tasks); it mixes the shaping terms "
+        f"Meta-World's v2 reward for {subject} (0 to 10, 10 on success for most tasks); it mixes the shaping terms "
         "reported with it non-linearly, so they carry weight 0")]
     spec += [RewardComponent(name, weights.get(name, 0.0), direction, text)
-             for name, (direction, text) in _TERMS.items() if name not in skipped]
+             for name, (direction, text) in terms.items() if name not in skipped]
     return tuple(spec)
 
 
@@ -108,10 +127,11 @@ class MetaWorldTask(gym.Wrapper):
     """One Meta-World task made usable: goal observable, goals from the seeded RNG (optionally fixed), upright frames,
     an optional one-hot task id on observations, and a simulator state that includes what Meta-World moves."""
 
-    def __init__(self, env: gym.Env, *, task: str, goal_seed: int | None, flip_frames: bool,
-                 task_id: tuple[int, int] | None = None) -> None:
+    def __init__(self, env: gym.Env, *, task: str, goal_seed: int | None, camera_id: int,
+                 benchmark: str | None = None) -> None:
         """Configure the raw Meta-World env `env` the way Meta-World's goal-observable envs do; with `goal_seed`,
-        draw the positions once and freeze them."""
+        draw the positions once and freeze them. `camera_id`: the model camera frames come from (-1: free camera).
+        `benchmark`: the MT benchmark `task` belongs to (its one-hot task id goes on observations)."""
         super().__init__(env)
         raw = env.unwrapped
         raw._partially_observable = False
@@ -125,11 +145,13 @@ class MetaWorldTask(gym.Wrapper):
             raw.reset()
             raw._freeze_rand_vec = True  # later resets reuse the positions just drawn
         self.task_name = task
-        self.flip_frames = flip_frames
+        self.benchmark = benchmark
+        self.camera_id = camera_id
         self._one_hot: np.ndarray | None = None
-        if task_id is not None:
-            index, count = task_id
-            self._one_hot = np.eye(count)[index]
+        if benchmark is not None:
+            tasks = BENCHMARKS[benchmark]
+            count = len(tasks)
+            self._one_hot = np.eye(count)[tasks.index(task)]
             space = raw.observation_space
             self.observation_space = gym.spaces.Box(np.concatenate([space.low, np.zeros(count)]),
                                                     np.concatenate([space.high, np.ones(count)]), dtype=np.float64)
@@ -156,10 +178,18 @@ class MetaWorldTask(gym.Wrapper):
         """Meta-World's observation, plus the one-hot task id for MT envs."""
         return obs if self._one_hot is None else np.concatenate([obs, self._one_hot])
 
-    def render(self) -> np.ndarray:
-        """The frame, turned the right way up for Meta-World's cameras."""
+    def render(self) -> np.ndarray | None:
+        """The frame, rotated 180 degrees when the camera is mounted upside down (so it is upright, not mirrored)."""
         frame = self.env.render()
-        return np.ascontiguousarray(frame[::-1]) if self.flip_frames else frame
+        if frame is None:
+            return None
+        return np.ascontiguousarray(frame[::-1, ::-1] if self.camera_upside_down() else frame)
+
+    def camera_upside_down(self) -> bool:
+        """Whether the camera's up axis (the y column of its orientation) points down in the world."""
+        if self.camera_id < 0:
+            return False
+        return bool(self.env.unwrapped.data.cam_xmat[self.camera_id].reshape(3, 3)[2, 1] < 0.0)
 
     def simulator_state(self) -> np.ndarray:
         """MuJoCo physics and mocap state, then the model's body and site positions (fixtures and goal markers)."""
@@ -196,7 +226,7 @@ def _state_spec(mujoco: Any) -> int:
 
 def _build(task: str, *, render_mode: str | None, width: int | None, height: int | None, camera: str | int | None,
            max_episode_steps: int | None, goal_seed: int | None, reward_function_version: str,
-           task_id: tuple[int, int] | None = None) -> gym.Env:
+           benchmark: str | None = None) -> gym.Env:
     """Build task `task`: the raw env, our `MetaWorldTask` wrapper and the time limit."""
     if reward_function_version not in REWARD_VERSIONS:
         raise ValueError(f"reward_function_version must be one of {REWARD_VERSIONS}; got {reward_function_version!r}")
@@ -213,8 +243,13 @@ def _build(task: str, *, render_mode: str | None, width: int | None, height: int
                                     **camera_kwargs, **size)
     steps = EPISODE_STEPS if max_episode_steps is None else max_episode_steps
     raw.max_path_length = steps  # Meta-World truncates (and refuses to step) at its own horizon
-    flip = isinstance(camera, str) or int(camera) >= 0
-    env = MetaWorldTask(raw, task=task, goal_seed=goal_seed, flip_frames=flip, task_id=task_id)
+    if isinstance(camera, str):
+        import mujoco
+
+        camera_id = mujoco.mj_name2id(raw.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    else:
+        camera_id = int(camera)
+    env = MetaWorldTask(raw, task=task, goal_seed=goal_seed, camera_id=camera_id, benchmark=benchmark)
     return gym.wrappers.TimeLimit(env, steps)
 
 
@@ -252,7 +287,7 @@ class MultiTaskConstructor:
             raise ValueError(f"{self.benchmark} has tasks 0..{len(tasks) - 1}; got task={task}")
         return _build(tasks[task], render_mode=render_mode, width=width, height=height, camera=camera,
                       max_episode_steps=max_episode_steps, goal_seed=goal_seed,
-                      reward_function_version=reward_function_version, task_id=(task, len(tasks)))
+                      reward_function_version=reward_function_version, benchmark=self.benchmark)
 
 
 @dataclass(frozen=True)
@@ -273,10 +308,11 @@ class MetaWorldTerms(RewardTerms):
     per_task = True
 
     def __init__(self, env: gym.Env) -> None:
-        """Build the spec for this env's task and reward version."""
+        """Build the spec for this env's task (or, for MT envs, its benchmark) and reward version."""
         super().__init__(env)
         task = env.get_wrapper_attr("task_name")
-        self.spec = reward_components(task, self.unwrapped.reward_function_version, self.per_task)
+        benchmark = None if self.per_task else env.get_wrapper_attr("benchmark")
+        self.spec = reward_components(task, self.unwrapped.reward_function_version, benchmark)
         blank = () if self.per_task else _UNINFORMATIVE.get(task, ())
         self._keys = tuple(None if c.name in blank else "unscaled_reward" if c.name == "task_reward" else c.name
                            for c in self.spec)

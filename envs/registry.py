@@ -41,7 +41,8 @@ class EnvSpec:
 
     `resize_frames`: the simulator renders at a fixed size, so `make` resizes frames to the requested width/height.
     `vector_kwargs`: extra `make` kwargs for env i of a vector env (multi-task ids give each env its own task); it
-    must be picklable, as the spec goes to worker processes.
+    must be picklable, as the spec goes to worker processes. `single_env_reason`: when set, `make_vec` refuses more
+    than one env of this id and gives this reason (e.g. envs that would share one external simulator).
     """
 
     env_id: str
@@ -51,6 +52,7 @@ class EnvSpec:
     description: str = ""
     resize_frames: bool = False
     vector_kwargs: Callable[[int], dict[str, Any]] | None = None
+    single_env_reason: str = ""
 
 
 class UnknownEnvError(ValueError):
@@ -69,12 +71,14 @@ def register(
     description: str = "",
     resize_frames: bool = False,
     vector_kwargs: Callable[[int], dict[str, Any]] | None = None,
+    single_env_reason: str = "",
     overwrite: bool = False,
 ) -> EnvSpec:
     """Register `env_id` so that `envs.make(env_id)` works; re-registering an id needs ``overwrite=True``."""
     if env_id in _REGISTRY and not overwrite:
         raise ValueError(f"env id {env_id!r} is already registered; pass overwrite=True to replace it")
-    spec = EnvSpec(env_id, constructor, reward_terms, family, description, resize_frames, vector_kwargs)
+    spec = EnvSpec(env_id, constructor, reward_terms, family, description, resize_frames, vector_kwargs,
+                   single_env_reason)
     _REGISTRY[env_id] = spec
     return spec
 

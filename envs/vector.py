@@ -5,12 +5,18 @@ this step (terminated or truncated), ``obs[i]`` is already the first observation
 holds exactly:
 
 - ``"next_obs"``: [n, *obs_shape], the true next observation of this transition (the final one for ended envs);
+  this is robotrl's name for what gymnasium's own vector envs put in ``info["final_obs"]`` (there only for ended
+  envs, with a ``"_final_obs"`` mask); here it is there for every env, equal to ``obs[i]`` where env i goes on;
 - ``"reward_components"``: float64 [n, k], raw components of this transition in `reward_spec` order;
 - ``"success"``: bool [n], False where the task defines no success;
 - ``"episode_return"``: float64 [n], the ended episode's total reward where terminated | truncated, else nan;
 - ``"episode_length"``: int64 [n], the ended episode's length where terminated | truncated, else 0.
 - ``"state"`` (only for envs made with ``record_state=True``): float64 [n, d], the simulator state after this
   transition (the final state for ended envs; see `envs.state`).
+
+Observations of a Dict space come batched key by key (a dict of [n, ...] arrays, ``info["next_obs"]`` too), as
+gymnasium batches them. There is no ``"final_info"``: the ended episode's return, length and success are the entries
+above.
 
 Actions are passed to the envs as given: clipping to the action space is the agent's job, not the VecEnv's.
 "async" runs each env in its own worker process with exactly the same contract (and, for equal seeds and actions,
@@ -29,7 +35,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from envs.components import RewardSpec
 from envs.registry import EnvSpec, get_env_spec, make
@@ -116,7 +122,11 @@ def _send_error(conn: Any, error: Exception) -> None:
 
 
 class VecEnv(VectorEnv):
-    """n envs of one id with same-step autoreset; see the module docstring for the exact step/info contract."""
+    """n envs of one id with same-step autoreset; see the module docstring for the exact step/info contract.
+
+    The autoreset mode is gymnasium's SAME_STEP: where env i ended, ``obs[i]`` already starts its next episode.
+    The final observation of the ended episode is ``info["next_obs"][i]`` (gymnasium's ``info["final_obs"]``).
+    """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
 
@@ -137,6 +147,9 @@ class VecEnv(VectorEnv):
             raise ValueError(f"num_envs must be >= 1; got {num_envs}")
         if vectorization not in ("sync", "async"):
             raise ValueError(f"vectorization must be 'sync' or 'async'; got {vectorization!r}")
+        if num_envs > 1 and spec.single_env_reason:
+            raise ValueError(f"{spec.env_id}: a vector env can hold only one env of this id, got num_envs={num_envs}. "
+                             f"{spec.single_env_reason}")
         self.num_envs = num_envs
         self.vectorization = vectorization
         self.timeout = timeout
@@ -145,12 +158,17 @@ class VecEnv(VectorEnv):
         self._processes: list[Any] = []
         per_env = [{**(spec.vector_kwargs(i) if spec.vector_kwargs else {}), **make_kwargs,
                     "seed": None if seed is None else seed + i} for i in range(num_envs)]
-        if vectorization == "sync":
-            self._runners = [EpisodeRunner(make(spec, **kwargs)) for kwargs in per_env]
-            env = self._runners[0].env
-            description = (env.observation_space, env.action_space, env.reward_spec, env.render_mode)
-        else:
-            description = self._start_workers(spec, per_env, context)
+        try:
+            if vectorization == "sync":
+                for kwargs in per_env:  # one by one, so that a failure closes the envs already built
+                    self._runners.append(EpisodeRunner(make(spec, **kwargs)))
+                env = self._runners[0].env
+                description = (env.observation_space, env.action_space, env.reward_spec, env.render_mode)
+            else:
+                description = self._start_workers(spec, per_env, context)
+        except BaseException:
+            self.close_extras()
+            raise
         obs_space, act_space, self.reward_spec, self.render_mode = description
         self.single_observation_space: gym.Space = obs_space
         self.single_action_space: gym.Space = act_space
@@ -158,7 +176,6 @@ class VecEnv(VectorEnv):
         self.action_space = batch_space(act_space, num_envs)
         if seed is not None:
             self.action_space.seed(seed)
-        self._obs_dtype = obs_space.dtype
         self.closed = False
 
     def _start_workers(
@@ -188,7 +205,8 @@ class VecEnv(VectorEnv):
         """Wait (at most `timeout` s) for worker `index`'s answer.
 
         A worker exception is re-raised here with the worker's traceback attached as a note; a dead worker raises
-        RuntimeError and a silent one TimeoutError. Any of these closes the VecEnv.
+        RuntimeError and a silent one TimeoutError. Any of these closes the VecEnv (the envs of the workers that still
+        answer are closed, a silent worker is terminated).
         """
         conn = self._conns[index]
         try:
@@ -197,14 +215,14 @@ class VecEnv(VectorEnv):
                 raise TimeoutError(f"VecEnv worker {index} did not answer {command!r} within {self.timeout} s")
             status, payload = conn.recv()
         except (EOFError, OSError) as error:
-            self._terminate()
+            self.close_extras()
             hint = ""
             if command == "start":
                 hint = "; a script that makes an async VecEnv must guard its code with `if __name__ == '__main__':`"
             message = f"VecEnv worker {index} died during {command!r} (see its output above){hint}"
             raise RuntimeError(message) from error
         if status == "error":
-            self._terminate()
+            self.close_extras()
             error, text = payload
             if error is None:
                 raise RuntimeError(f"VecEnv worker {index} failed on {command!r}:\n{text}")
@@ -219,34 +237,48 @@ class VecEnv(VectorEnv):
             conn.send((command, payload))
         return [self._receive(i, command) for i in range(self.num_envs)]
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Reset every env (env i with seed + i when a seed is given); returns (obs [n, ...], {})."""
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict]:
+        """Reset every env: with an int seed env i gets seed + i, with a list of n seeds env i gets seeds[i] (None:
+        unseeded); returns (obs [n, ...], {}). The action space is seeded with the int seed (or seeds[0])."""
         if options is not None:
             raise ValueError("VecEnv.reset does not take options")
-        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        if self._runners:
+        seeds = self._env_seeds(seed)
+        if self.vectorization == "sync":
             observations = [runner.reset(s) for runner, s in zip(self._runners, seeds, strict=True)]
         else:
             observations = self._broadcast("reset", seeds)
-        if seed is not None:
-            self.action_space.seed(seed)
-        return np.asarray(observations, dtype=self._obs_dtype), {}
+        if seeds[0] is not None:
+            self.action_space.seed(seeds[0])
+        return self._stack(observations), {}
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _env_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        """One seed per env from `reset`'s seed argument (see `reset`)."""
+        if seed is None or isinstance(seed, (int, np.integer)):
+            return [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray):
+            raise TypeError(f"seed must be an int, a list of {self.num_envs} ints or None; got {seed!r}")
+        if len(seed) != self.num_envs:
+            raise ValueError(f"seed must have one entry per env ({self.num_envs}); got {len(seed)}: {list(seed)}")
+        return [None if s is None else int(s) for s in seed]
+
+    def _stack(self, observations: Sequence[Any]) -> Any:
+        """Batch one observation per env along a new first axis (a Dict space key by key)."""
+        space = self.single_observation_space
+        return concatenate(space, observations, create_empty_array(space, self.num_envs))
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every env with its row of `actions` (not clipped); see the module docstring for the contract."""
-        if self._runners:
+        if self.vectorization == "sync":
             results = [runner.step(action) for runner, action in zip(self._runners, actions, strict=True)]
         else:
             results = self._broadcast("step", list(actions))
         columns = zip(*results, strict=True)
         next_obs, reset_obs, rewards, terminated, truncated, components, success, returns, lengths, states = columns
-        next_obs_array = np.asarray(next_obs, dtype=self._obs_dtype)
-        obs_array = next_obs_array.copy()
-        for i, first_obs in enumerate(reset_obs):
-            if first_obs is not None:
-                obs_array[i] = first_obs
+        obs = self._stack([final if first is None else first for final, first in zip(next_obs, reset_obs, strict=True)])
         info = {
-            "next_obs": next_obs_array,
+            "next_obs": self._stack(next_obs),
             "reward_components": np.asarray(components, dtype=np.float64).reshape(self.num_envs, -1),
             "success": np.asarray(success, dtype=bool),
             "episode_return": np.asarray(returns, dtype=np.float64),
@@ -255,7 +287,7 @@ class VecEnv(VectorEnv):
         if states[0] is not None:
             info["state"] = np.stack(states).astype(np.float64, copy=False)
         return (
-            obs_array,
+            obs,
             np.asarray(rewards, dtype=np.float64),
             np.asarray(terminated, dtype=bool),
             np.asarray(truncated, dtype=bool),
@@ -264,23 +296,28 @@ class VecEnv(VectorEnv):
 
     def render(self) -> np.ndarray:
         """A frame of env 0 (HxWx3 uint8)."""
-        if self._runners:
+        if self.vectorization == "sync":
             return self._runners[0].env.render()
         self._conns[0].send(("render", None))
         return self._receive(0, "render")
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Close the envs (and stop the workers)."""
-        for runner in self._runners:
+        """Close the envs (and stop the workers); safe to call more than once."""
+        runners, self._runners = self._runners, []
+        for runner in runners:
             runner.env.close()
-        for i, conn in enumerate(self._conns):
+        for conn in self._conns:
             try:
                 conn.send(("close", None))
-                if conn.poll(min(self.timeout, 10.0)):
+            except (EOFError, OSError):  # this worker is gone
+                pass
+        for conn, process in zip(self._conns, self._processes, strict=True):
+            try:  # skip answers still pending (e.g. a start), until the worker closes its end after "close"
+                while conn.poll(min(self.timeout, 10.0)):
                     conn.recv()
             except (EOFError, OSError):
                 pass
-            self._processes[i].join(timeout=5.0)
+            process.join(timeout=5.0)
         self._terminate()
 
     def _terminate(self) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import envs
+from envs import carla_env
 from envs.carla_env import CarlaNotInstalledError, CarlaServerError, CarlaUnavailableError, ServerProcess
 from envs.components import combine_components
 
@@ -66,6 +67,44 @@ def test_missing_package_says_to_install_the_extra(monkeypatch):
     with pytest.raises(CarlaNotInstalledError, match=r"pip install 'robotrl\[carla\]'") as caught:
         envs.make("carla/Town01-v0", port=free_port())
     assert isinstance(caught.value, ImportError)
+
+
+def test_a_failed_connection_leaves_no_env_registered_on_the_server():
+    port = free_port()
+    with pytest.raises(CarlaUnavailableError):
+        envs.make("carla/Town01-v0", port=port)
+    assert ("127.0.0.1", port) not in carla_env._SERVER_USERS
+
+
+def test_only_the_last_env_of_the_process_on_a_server_restores_its_settings(monkeypatch):
+    """The training env closing must not put the world back in asynchronous mode while the evaluation env on the
+    same server still drives; the last env to close restores it, even when removing its actors fails."""
+    restored: list[carla_env.CarlaEnv] = []
+
+    def lose_the_server(self: carla_env.CarlaEnv) -> None:
+        raise RuntimeError("the server stopped answering")
+
+    def restore(self: carla_env.CarlaEnv) -> None:
+        restored.append(self)
+
+    monkeypatch.setattr(carla_env.CarlaEnv, "_destroy_episode", lose_the_server)
+    monkeypatch.setattr(carla_env.CarlaEnv, "_restore_settings", restore)
+    port = free_port()
+
+    def connected_env() -> carla_env.CarlaEnv:
+        """A CarlaEnv as close() sees it after connecting (its client calls are patched out above)."""
+        env = object.__new__(carla_env.CarlaEnv)
+        env.host, env.port, env._server, env._client = "127.0.0.1", port, None, object()
+        carla_env.join_server((env.host, port), env)
+        return env
+
+    training, evaluation = connected_env(), connected_env()
+    with pytest.warns(UserWarning, match="could not clean up"):
+        training.close()
+    assert restored == []
+    with pytest.warns(UserWarning, match="could not clean up"):
+        evaluation.close()
+    assert restored == [evaluation] and ("127.0.0.1", port) not in carla_env._SERVER_USERS
 
 
 @pytest.mark.skipif(not HAS_CARLA, reason="needs the carla package (pip install 'robotrl[carla]')")

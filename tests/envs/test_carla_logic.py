@@ -22,6 +22,7 @@ from envs.carla_logic import (
     RouteTracker,
     StepEvents,
     collision_kind,
+    split_at_frame,
     wrap_angle,
 )
 from envs.components import combine_components, spec_weights_vector
@@ -298,3 +299,11 @@ def test_birds_eye_view_rotates_boxes_with_their_yaw():
     image = bev.render(ego, None, [crossing])
     assert color_at(image, 20 - 16, 20 + 5) == BEV_COLORS["vehicle"]  # 2.5 m to the side: inside its length
     assert color_at(image, 20 - 14, 20) == BEV_COLORS["background"]  # 1 m short of its centre: outside its width
+
+
+def test_sensor_events_after_the_tick_wait_for_the_next_step():
+    events = [(10, "a"), (12, "late"), (11, "b"), (13, "later")]
+    now, later = split_at_frame(events, 11)
+    assert now == ["a", "b"] and later == [(12, "late"), (13, "later")]
+    assert split_at_frame(later, 13) == (["late", "later"], [])
+    assert split_at_frame([], 5) == ([], [])

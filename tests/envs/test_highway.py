@@ -177,3 +177,17 @@ def test_bad_arguments_fail_clearly():
         envs.make(FAST, action="steer")
     with pytest.raises(ValueError, match="no cameras"):
         envs.make(FAST, camera="top")
+
+
+@pytest.mark.parametrize(("env_id", "key", "instead"), [
+    ("highway/merge-v0", "merging_speed_reward", "high_speed_reward"),
+    ("highway/merge-v0", "lane_change_reward", "action_change_weight"),
+    ("highway/roundabout-v0", "lane_change_reward", "action_change_weight"),
+    (FAST, "lane_change_reward", "action_change_weight"),
+    (FAST, "normalize_reward", "the component weights"),
+    ("highway/racetrack-v0", "action_reward", "action_change_weight"),
+])
+def test_highway_env_reward_keys_our_reward_ignores_are_rejected(env_id, key, instead):
+    with pytest.raises(TypeError, match=rf"{env_id}: highway-env reward key\(s\) '{key}' would be ignored.*"
+                                        rf"instead of '{key}' use {instead}"):
+        envs.make(env_id, **{key: -1.0})

@@ -75,6 +75,25 @@ def test_specs_decompose_linear_rewards_and_expose_the_rest_as_task_reward():
     assert mt10 == ["task_reward", "grasp_reward", "in_place_reward", "obj_to_target"]
 
 
+@pytest.mark.parametrize(("task", "term", "direction", "words"), [
+    ("door-open-v3", "grasp_reward", "maximize", "gripper-close command"),
+    ("box-close-v3", "grasp_reward", "maximize", "gripper-close command"),
+    ("door-close-v3", "in_place_reward", "maximize", "hand_in_place"),
+    ("lever-pull-v3", "obj_to_target", "minimize", "shoulder_to_lever"),
+])
+def test_task_specific_terms_say_what_meta_world_computes(task, term, direction, words):
+    component = {c.name: c for c in mw.reward_components(task, "v2")}[term]
+    assert component.direction == direction and words in component.description
+    shared = {c.name: c for c in mw.reward_components(task, "v2", benchmark="MT50")}[term]
+    assert words not in shared.description  # the MT spec is shared by all tasks: generic descriptions
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_mt_task_reward_description_names_the_benchmark_not_env_0s_task(version):
+    description = envs.reward_spec("metaworld/MT10", reward_function_version=version)[0].description
+    assert "MT10" in description and "reach-v3" not in description
+
+
 @pytest.mark.parametrize("env_id", ["metaworld/reach-v3", "metaworld/drawer-open-v3", "metaworld/door-unlock-v3",
                                     "metaworld/pick-place-v3", "metaworld/soccer-v3"])
 def test_components_reproduce_the_reward_along_expert_episodes(env_id):
@@ -136,7 +155,7 @@ def test_state_round_trip_renders_the_same_frame_in_another_env():
     target.close()
 
 
-@pytest.mark.parametrize("camera", ["corner", "corner2", None])
+@pytest.mark.parametrize("camera", ["corner", "corner2", "behindGripper", None])
 def test_named_cameras_render_the_right_way_up(camera):
     env = envs.make("metaworld/pick-place-v3", camera=camera, width=96, height=96, seed=0)
     env.reset()
@@ -144,6 +163,30 @@ def test_named_cameras_render_the_right_way_up(camera):
     assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.flags["C_CONTIGUOUS"]
     table = wood(frame)
     assert table[48:].mean() > 0.2 > 10 * table[:48].mean()  # the table fills the lower half, not the upper
+    env.close()
+
+
+@pytest.mark.parametrize("camera", [c for c in mw.CAMERAS if c != "topview"])  # topview looks straight down
+def test_cameras_are_upright_and_not_mirrored(camera):
+    """A green marker put up and to the right of the camera's view (in world terms) shows in the frame's upper right."""
+    import mujoco
+
+    env = envs.make("metaworld/pick-place-v3", camera=camera, width=96, height=96, seed=0)
+    env.reset()
+    model, data = env.unwrapped.model, env.unwrapped.data
+    camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    view = -data.cam_xmat[camera_id].reshape(3, 3)[:, 2]
+    right = np.cross(view, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, view)
+    marker = model.site("goal").id  # a site on the world body: its position is in world coordinates
+    model.site_pos[marker] = data.cam_xpos[camera_id] + 0.25 * view + 0.06 * (right + up)
+    model.site_rgba[marker], model.site_size[marker] = (0.0, 1.0, 0.0, 1.0), 0.02
+    mujoco.mj_forward(model, data)
+    frame = env.render().astype(int)
+    rows, cols = np.nonzero((frame[..., 1] > 150) & (frame[..., 0] < 80) & (frame[..., 2] < 80))
+    assert len(rows) > 20, "the marker should be visible"
+    assert rows.mean() < 48 < cols.mean()
     env.close()
 
 

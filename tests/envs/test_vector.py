@@ -2,10 +2,81 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
 import pytest
 
 import envs
+from envs.components import RewardComponent, RewardTerms
+
+TOY = "test/dict-obs-v0"
+
+
+class ToyEnv(gym.Env):
+    """Dict observations that count steps (episodes of 3 steps via the time limit); env `index` may fail to build
+    (`fail_on`), and closing writes `closed_<index>` into `closed_dir`."""
+
+    observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                                         "image": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)})
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, *, index: int, fail_on: int | None = None, closed_dir: str | None = None) -> None:
+        if index == fail_on:
+            raise RuntimeError(f"toy env {index} cannot be built")
+        self.index, self.closed_dir, self.steps = index, closed_dir, 0
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"state": np.array([self.index, self.steps], dtype=np.float32),
+                "image": np.full((4, 4, 3), self.steps, dtype=np.uint8)}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.steps = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        self.steps += 1
+        return self._obs(), 1.0, False, False, {}
+
+    def close(self) -> None:
+        if self.closed_dir is not None:
+            (Path(self.closed_dir) / f"closed_{self.index}").touch()
+
+
+@dataclass(frozen=True)
+class ToyConstructor:
+    """Module-level (picklable) constructor of the toy env."""
+
+    def __call__(self, *, render_mode: str | None, width: int | None, height: int | None, camera: Any,
+                 max_episode_steps: int | None, **kwargs: Any) -> gym.Env:
+        return gym.wrappers.TimeLimit(ToyEnv(**kwargs), max_episode_steps or 3)
+
+
+@dataclass(frozen=True)
+class ToyIndex:
+    """Vector kwargs: env i is toy env i."""
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        return {"index": index}
+
+
+class ToyTerms(RewardTerms):
+    """One constant component."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.spec = (RewardComponent("alive", 1.0, "maximize", "1 per step"),)
+
+    def values(self, action: Any, terminated: bool, info: dict[str, Any]) -> list[float]:
+        return [1.0]
+
+
+# Not registered, so that no other test's list of ids sees it (VecEnv takes the spec itself).
+TOY_SPEC = envs.EnvSpec(TOY, ToyConstructor(), ToyTerms, vector_kwargs=ToyIndex())
 
 
 def run(vectorization: str, env_id: str, num_envs: int, steps: int, **kwargs) -> tuple[envs.VecEnv, list]:
@@ -135,3 +206,51 @@ def test_vec_spaces_and_reward_spec():
     assert vec.action_space.shape == (2, 8)
     assert dict((c.name, c.weight) for c in vec.reward_spec)["contact_cost"] == 1e-3
     vec.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_dict_observations_are_batched_key_by_key(vectorization):
+    vec = envs.VecEnv(TOY_SPEC, 2, vectorization=vectorization, render_mode=None)
+    obs, _ = vec.reset(seed=0)
+    assert vec.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["state"], [[0, 0], [1, 0]])
+    for step in range(1, 4):
+        obs, _, _, truncated, info = vec.step(np.zeros((2, 1), dtype=np.float32))
+        assert vec.observation_space.contains(obs) and vec.observation_space.contains(info["next_obs"])
+        assert info["next_obs"]["image"].shape == (2, 4, 4, 3) and info["next_obs"]["image"].dtype == np.uint8
+        np.testing.assert_array_equal(info["next_obs"]["state"], [[0, step], [1, step]])
+        np.testing.assert_array_equal(obs["state"][:, 1], [0, 0] if step == 3 else [step, step])  # autoreset
+        assert truncated.all() == (step == 3)
+    np.testing.assert_array_equal(info["next_obs"]["image"], 3)
+    np.testing.assert_array_equal(obs["image"], 0)
+    vec.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_a_failing_env_closes_the_envs_already_built(vectorization, tmp_path):
+    with pytest.raises(RuntimeError, match="toy env 1 cannot be built"):
+        envs.VecEnv(TOY_SPEC, 3, vectorization=vectorization, render_mode=None, fail_on=1, closed_dir=str(tmp_path))
+    built = ["closed_0"] if vectorization == "sync" else ["closed_0", "closed_2"]  # async builds all at once
+    assert sorted(path.name for path in tmp_path.iterdir()) == built
+
+
+def test_reset_takes_one_seed_per_env():
+    vec = envs.make_vec("CartPole-v1", 3, render_mode=None)
+    obs, _ = vec.reset(seed=[5, 9, 7])
+    for i, seed in enumerate([5, 9, 7]):
+        np.testing.assert_array_equal(obs[i], envs.make("CartPole-v1", render_mode=None).reset(seed=seed)[0])
+    with pytest.raises(ValueError, match="one entry per env"):
+        vec.reset(seed=[1, 2])
+    with pytest.raises(TypeError, match="seed must be"):
+        vec.reset(seed="1")
+    vec.close()
+
+
+def test_carla_vector_envs_are_refused_before_connecting(monkeypatch):
+    def connect(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("make_vec tried to build a CARLA env")
+
+    monkeypatch.setattr("envs.carla_env.CarlaEnv.__init__", connect)
+    with pytest.raises(ValueError, match=r"carla/Town01-v0: a vector env can hold only one env.*one server each.*"
+                                         r"-carla-rpc-port=2002"):
+        envs.make_vec("carla/Town01-v0", 2)
