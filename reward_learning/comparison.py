@@ -9,8 +9,11 @@ keeps the order of policies too. A STARC distance removes all three:
     d(R1, R2) = m(s(R1), s(R2)),   s(R) = c(R) / n(c(R))   (s(R) = c(R) when n(c(R)) = 0),
 
 with c a canonicalisation (linear, c(R) equivalent to R, c(R1) = c(R2) iff R1 and R2 are equivalent), n a norm and
-m(x, y) = ½·n(x − y). The ½ puts every distance in [0, 1]: d(R, kR) = 0 for k > 0, and d(R, −R) = 1 exactly
-(standardised vectors have norm 1, so n(x − y) ≤ 2 with equality for y = −x).
+m(x, y) = ½·n'(x − y) for a norm n' (by default n' = n). With n' = n the ½ puts every distance in [0, 1]: d(R, kR) = 0
+for k > 0, and d(R, −R) = 1 exactly (standardised vectors have norm 1, so n(x − y) ≤ 2 with equality for y = −x).
+A reward equivalent to 0 (a constant, pure shaping) has c(R) = 0 only up to rounding, so n(c(R)) counts as 0 when it
+is at most `zero_tolerance` times n(R) (s(R) = 0 then): otherwise the noise would be scaled up to an arbitrary unit
+vector. Its distance to any other reward R' is ½·n'(s(R')), ½ with n' = n.
 
 Canonicalisations: "val" (value-adjusted levelling, STARC's), "minimal" (the equivalent reward of least L2 norm, solved
 exactly) and "none"; "epic" and "dard" are the canonicalisations of EPIC and DARD, which are invariant to shaping but
@@ -218,36 +221,62 @@ def reward_norm(x: np.ndarray, norm: Norm = "l2", weights: np.ndarray | None = N
     raise ValueError(f"unknown norm '{norm}'; choose one of {NORMS}")
 
 
-def standardize(canonical: np.ndarray, norm: Norm = "l2", weights: np.ndarray | None = None) -> np.ndarray:
-    """s(R) = c(R)/n(c(R)), or c(R) itself when its norm is 0 (a reward equivalent to 0)."""
+def zero_tolerance(eps: float) -> float:
+    """The relative size below which a canonical reward is rounding noise, for rewards given with machine epsilon
+    `eps`: n(c(R)) ≤ tol·n(R) counts as n(c(R)) = 0, with tol = max(1e-6, 8·eps). Float32 rewards carry ~1e-7 rounding
+    (relative to terms such as Φ that cancel). Float64 ones pass through float64 linear algebra whose rounding grows
+    with 1/(1 − γ), the conditioning of the solves and the sample count: for the sample-based STARC-VAL estimate
+    (`comparison_sampled`) a constant reward's canonical reward reaches ~6e-8 of the reward in L-inf (γ 0.9, 100k
+    samples; ~1e-14 for the exact tabular ones). So one floor serves both, and 8·eps covers half precision. A
+    genuine c(R) below a millionth of n(R) (a huge constant or shaping term plus a tiny signal) counts as 0 too."""
+    return max(1e-6, 8.0 * eps)
+
+
+def float_eps(values: np.ndarray) -> float:
+    """Machine epsilon of an array's float dtype (float64's for integer or boolean arrays, which hold exact values)."""
+    dtype = np.asarray(values).dtype
+    return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+
+
+def standardize(canonical: np.ndarray, norm: Norm = "l2", weights: np.ndarray | None = None,
+                reward: np.ndarray | None = None) -> np.ndarray:
+    """s(R) = c(R)/n(c(R)), or 0 when c(R) is 0: n(c(R)) ≤ `zero_tolerance`·n(R) for the `reward` R that c came from
+    (a reward equivalent to 0, up to rounding, which must not be scaled up); without `reward` only an exact 0."""
     size = reward_norm(canonical, norm, weights)
-    return canonical / size if size > 0 else canonical
+    noise = 0.0 if reward is None else zero_tolerance(float_eps(reward)) * reward_norm(reward, norm, weights)
+    return canonical / size if size > noise else np.zeros_like(canonical)
 
 
 def starc_distance(reward1: np.ndarray, reward2: np.ndarray, mdp: TabularMDP, canonicalization: Canonicalization
-                   = "val", norm: Norm = "l2", weighted: bool = False, policy: np.ndarray | None = None) -> float:
-    """d(R1, R2) = ½·n(s(R1) − s(R2)) in [0, 1], with the norm weighted by `transition_weights` if `weighted`.
+                   = "val", norm: Norm = "l2", weighted: bool = False, policy: np.ndarray | None = None,
+                   distance: Norm | None = None) -> float:
+    """d(R1, R2) = ½·m(s(R1) − s(R2)), with s normalised by `norm` and m the `distance` norm (default: `norm`), both
+    weighted by `transition_weights` if `weighted`. In [0, 1] when m = n; another m gives an equivalent metric (all
+    norms are on a finite space) with another scale, e.g. d(R, −R) = m(s(R)).
 
     With "epic" or "dard" this is the STARC-shaped distance on those canonicalisations (not a STARC metric)."""
     weights = transition_weights(mdp) if weighted else None
-    standardized = [standardize(canonicalize(r, mdp, canonicalization, policy, weights), norm, weights)
+    standardized = [standardize(canonicalize(r, mdp, canonicalization, policy, weights), norm, weights, r)
                     for r in (reward1, reward2)]
-    return 0.5 * reward_norm(standardized[0] - standardized[1], norm, weights)
+    return 0.5 * reward_norm(standardized[0] - standardized[1], distance or norm, weights)
 
 
-def pearson_distance(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """√((1 − ρ)/2) for the weighted Pearson correlation ρ of x and y, in [0, 1]; a constant x or y has ρ = 0 with
-    anything else and ρ = 1 with another constant."""
+def pearson_distance(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+                     rewards: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """√((1 − ρ)/2) for the weighted Pearson correlation ρ of x and y, in [0, 1]. x (or y) counts as constant when its
+    weighted standard deviation is at most `zero_tolerance` times the weighted L2 norm of the reward it came from
+    (`rewards`, default x and y themselves); a constant has ρ = 0 with anything else and ρ = 1 with another one."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     w = np.ones(x.size) if weights is None else np.broadcast_to(weights, x.shape).ravel()
     x, y, w = x.ravel(), y.ravel(), w / w.sum()
-    xc, yc = x - w @ x, y - w @ y
-    var_x, var_y = w @ (xc * xc), w @ (yc * yc)
-    tiny_x, tiny_y = var_x <= 1e-24 * max(1.0, w @ (x * x)), var_y <= 1e-24 * max(1.0, w @ (y * y))
-    if tiny_x or tiny_y:
-        rho = 1.0 if tiny_x and tiny_y else 0.0
+    centred = [v - w @ v for v in (x, y)]
+    spread = [np.sqrt(w @ (c * c)) for c in centred]
+    constant = [size <= zero_tolerance(float_eps(r)) * np.sqrt(w @ np.ravel(r) ** 2)
+                for size, r in zip(spread, rewards or (x, y), strict=True)]
+    if any(constant):
+        rho = 1.0 if all(constant) else 0.0
     else:
-        rho = float(np.clip(w @ (xc * yc) / np.sqrt(var_x * var_y), -1.0, 1.0))
+        rho = float(np.clip(centred[0] @ (w * centred[1]) / (spread[0] * spread[1]), -1.0, 1.0))
     return float(np.sqrt((1.0 - rho) / 2.0))
 
 
@@ -257,7 +286,7 @@ def epic_distance(reward1: np.ndarray, reward2: np.ndarray, mdp: TabularMDP, wei
     `transition_weights`, as the sample-based estimate over a batch of transitions). The EPIC canonical reward has
     mean 0 under D_S×D_A×D_S, and the Pearson distance equals ½ the weighted L2 distance of centred unit vectors."""
     weights = transition_weights(mdp) if weights is None else weights
-    return pearson_distance(epic_canonical(reward1, mdp), epic_canonical(reward2, mdp), weights)
+    return pearson_distance(epic_canonical(reward1, mdp), epic_canonical(reward2, mdp), weights, (reward1, reward2))
 
 
 # ------------------------------------------------------------------------------------------------ random MDPs

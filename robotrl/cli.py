@@ -340,13 +340,17 @@ def add_reward_parser(sub: argparse._SubParsersAction) -> None:
         "and works for any source; epic evaluates each reward on (2N + M) * M made-up transitions, so it needs\n"
         "rewards of obs/action/next_obs alone (reward models, random), not env or components.\n"
         "SOURCE: env | components | components:name=w,... (signed weights on raw components) | negated:SOURCE |\n"
-        "random | PATH.pt (a saved reward model).",
+        "random | PATH.pt (a saved reward model) | vlm:CONFIG.yaml (a config's reward.vlm section) |\n"
+        "code:FILE.py (generated reward code, run in the sandbox).",
         epilog="examples:\n  robotrl reward compare --env Reacher-v5 env components:distance=-1 negated:env random\n"
         "  robotrl reward compare --from-run runs/x env runs/x/reward_model.pt --bootstrap 100 --out x.png")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="reward sources to compare (at least two)")
     p.add_argument("--env", default=None, metavar="ENV_ID", help="the task (default with --from-run: the run's)")
     p.add_argument("--method", choices=("starc_val", "epic"), default="starc_val",
                    help="starc_val (default) or epic")
+    p.add_argument("--norm", choices=("l1", "l2", "linf"), default="l2",
+                   help="starc_val: the norm over the transitions that scales and compares canonical rewards: mean "
+                   "|x|, root mean square (default) or max |x|")
     p.add_argument("--samples", type=_positive_int, default=10000, metavar="N",
                    help="transitions to estimate on (default: 10000; a random subset of a larger buffer)")
     p.add_argument("--from-run", default=None, metavar="RUN",

@@ -6,10 +6,15 @@ Sources: `env` (the env reward); `components` (the env's declared weights) or `c
 on the raw component values, as `reward.weights` in configs; components not named weigh 0); a saved reward model
 `PATH.pt` (`RewardEnsemble.save`); a vision-language reward `vlm:CONFIG.yaml` (the config's `reward.vlm` section,
 e.g. configs/mountaincar_vlm.yaml; frames are re-rendered from the simulator states recorded with the transitions);
-`negated:SOURCE` and `random` (a fixed random network of obs and action) as sanity checks that should come out at
-distance 1 and far away. Transitions: steps of a uniformly random policy in the env
-(default), a run's replay buffer (`--from-run RUN`), or fresh episodes of a run's policy (`--from-run RUN
---rollouts N`).
+generated reward code `code:FILE.py` (`reward_learning.sandbox`'s contract, run in the sandbox with the env's reward
+components as named inputs, as `robotrl reward check` does); `negated:SOURCE` and `random` (a fixed random network of
+obs and action) as sanity checks that should come out at distance 1 and far away. Transitions: steps of a uniformly
+random policy in the env (default), a run's replay buffer (`--from-run RUN`), or fresh episodes of a run's policy
+(`--from-run RUN --rollouts N`).
+
+Only the sample-based methods run here (STARC-VAL with an L1, L2 or L-inf norm over the transitions, and EPIC);
+DARD and the minimal-norm canonicalisation need next states of actions not taken and are tabular only
+(`reward_learning.comparison`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import math
 import textwrap
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,8 @@ from robotrl import offline_queries as oq
 from robotrl.core.buffers import ReplayBuffer
 from robotrl.spaces import ActionAdapter
 
-SOURCE_SYNTAX = "env | components | components:name=w,... | negated:SOURCE | random | PATH.pt | vlm:CONFIG.yaml"
+SOURCE_SYNTAX = ("env | components | components:name=w,... | negated:SOURCE | random | PATH.pt | vlm:CONFIG.yaml | "
+                 "code:FILE.py")
 TRANSITION_KEYS = ("obs", "action", "next_obs", "env_reward", "components", "terminated")
 METHOD_NAMES = {"starc_val": "STARC-VAL", "epic": "EPIC"}
 
@@ -100,14 +107,15 @@ class Task:
         return cls(env_id, kwargs, *oq.task_layout(env_id, kwargs))
 
 
-def parse_source(spec: str, task: Task, seed: int, device: torch.device) -> RewardSource:
-    """A reward source from its command-line spelling (see SOURCE_SYNTAX)."""
+def parse_source(spec: str, task: Task, seed: int, device: torch.device, resources: ExitStack) -> RewardSource:
+    """A reward source from its command-line spelling (see SOURCE_SYNTAX); `resources` closes what it starts (the
+    sandbox of `code:`)."""
     if spec == "env":
         return EnvReward()
     if spec == "random":
         return RandomReward(int(np.prod(task.obs_shape)), task.adapter.stored_dim, seed)
     if spec.startswith("negated:"):
-        return NegatedReward(parse_source(spec.removeprefix("negated:"), task, seed, device))
+        return NegatedReward(parse_source(spec.removeprefix("negated:"), task, seed, device, resources))
     if spec == "components":
         declared = envs.reward_spec(task.env_id, **task.kwargs)
         return ComponentReward(task.component_names, {c.name: c.signed_weight for c in declared})
@@ -115,6 +123,8 @@ def parse_source(spec: str, task: Task, seed: int, device: torch.device) -> Rewa
         return ComponentReward(task.component_names, parse_weights(spec.removeprefix("components:")))
     if spec.startswith("vlm:"):
         return vlm_source(Path(spec.removeprefix("vlm:")), task)
+    if spec.startswith("code:"):
+        return code_source(Path(spec.removeprefix("code:")), task, resources)
     if spec.endswith(".pt"):
         model = RewardEnsemble.load(spec, device)
         if model.obs_shape != task.obs_shape or model.action_dim != task.adapter.action_dim:
@@ -135,6 +145,19 @@ def vlm_source(path: Path, task: Task) -> RewardSource:
     if not config.reward.vlm.goal_prompts:
         raise ValueError(f"vlm:{path} has no reward.vlm.goal_prompts")
     return RenderedVLMReward(*load_vlm(config))
+
+
+def code_source(path: Path, task: Task, resources: ExitStack) -> RewardSource:
+    """Reward code from a file, checked and run in the sandbox with the task's reward components as named inputs; its
+    worker process stops when `resources` closes."""
+    from reward_learning.sandbox import RewardCodeError, SandboxedReward
+
+    if not path.is_file():
+        raise FileNotFoundError(f"code:{path}: no reward-code file there")
+    try:
+        return resources.enter_context(SandboxedReward.from_file(path, task.component_names))
+    except RewardCodeError as err:
+        raise ValueError(f"code:{path} was rejected: {err}") from None
 
 
 def needs_states(specs: list[str]) -> bool:
@@ -237,6 +260,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--gamma must be in [0, 1), got {args.gamma}")
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be 0 (no intervals) or more resamples, got {args.bootstrap}")
+    if args.method == "epic" and args.norm != "l2":
+        raise ValueError(f"--norm {args.norm} applies to starc_val only: EPIC is a Pearson distance")
     if args.method == "epic" and needs_states(args.sources):
         raise ValueError("EPIC scores transitions that never happened, which have no simulator state to render: "
                          "compare a vlm: source with --method starc_val")
@@ -245,9 +270,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     transitions, env_id, env_kwargs, gamma, origin = load_transitions(args)
     gamma = gamma if args.gamma is None else args.gamma
     task = Task.of(env_id, env_kwargs)
-    sources = {spec: parse_source(spec, task, args.seed, device) for spec in args.sources}
-    comparison = compare_rewards(sources, transitions, args.method, gamma, bootstrap=args.bootstrap,
-                                 device=str(device), seed=args.seed, n_mean_samples=args.mean_samples)
+    with ExitStack() as resources:
+        sources = {spec: parse_source(spec, task, args.seed, device, resources) for spec in args.sources}
+        comparison = compare_rewards(sources, transitions, args.method, gamma, bootstrap=args.bootstrap,
+                                     device=str(device), seed=args.seed, n_mean_samples=args.mean_samples,
+                                     norm=args.norm)
     title = (f"{METHOD_NAMES[args.method]} distances (0 = equivalent, 1 = opposite) on {comparison.samples} "
              f"transitions of {env_id} ({origin}), gamma {gamma:g}")
     print(format_table(comparison, title))
