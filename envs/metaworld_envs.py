@@ -167,7 +167,21 @@ class MetaWorldTask(gym.Wrapper):
         if seed is not None:
             raw.seed(seed)
         obs, info = self.env.reset(options=options)
-        return self._observation(obs), info
+        return self._observation(self._current_first_observation(obs)), info
+
+    def _current_first_observation(self, obs: np.ndarray) -> np.ndarray:
+        """Meta-World's `reset_model` moves fixtures (e.g. the drawer) by editing the model without recomputing
+        positions, so its first observation (and frame) shows the previous layout. Recompute them and rebuild the
+        observation as Meta-World does on reset: the current frame twice, then the goal."""
+        import mujoco
+
+        raw = self.env.unwrapped
+        mujoco.mj_forward(raw.model, raw.data)
+        current = raw._get_curr_obs_combined_no_goal()
+        raw._prev_obs = current.copy()
+        obs = np.array(obs, dtype=np.float64)
+        obs[: 2 * current.size] = np.concatenate([current, current])
+        return obs
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Step, appending the task id to the observation when there is one."""

@@ -132,6 +132,20 @@ def test_seeds_pick_goals_and_goal_seed_fixes_them():
         each.close()
 
 
+@pytest.mark.parametrize("task", ["drawer-open-v3", "window-open-v3", "faucet-open-v3", "push-v3"])
+def test_the_first_observation_shows_this_episodes_layout(task):
+    """Meta-World moves fixtures on reset without recomputing positions; the first observation must already show
+    where they are: a step with the arm held still (mocap unchanged, gripper open) keeps the object where the
+    reset observation put it, and the previous-frame half equals the current one."""
+    env = envs.make(f"metaworld/{task}", render_mode=None)
+    for seed in range(4):  # random layouts: each reset moves the fixtures somewhere new
+        obs, _ = env.reset(seed=seed)
+        np.testing.assert_array_equal(obs[:18], obs[18:36])
+        after, *_ = env.step(np.array([0.0, 0.0, 0.0, -1.0]))
+        np.testing.assert_allclose(after[4:7], obs[4:7], atol=2e-3)
+    env.close()
+
+
 def test_state_round_trip_renders_the_same_frame_in_another_env():
     """drawer-open moves the drawer (a model body) and the goal marker (a site) per episode: both are in the state."""
     source = envs.make("metaworld/drawer-open-v3", width=64, height=64, record_state=True, seed=0)
