@@ -28,8 +28,10 @@ def adam(params: Any, lr: float, device: torch.device, eps: float = 1e-8) -> tor
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=fused)
 
 
+@torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging target <- (1 - tau) * target + tau * source, in one fused call."""
+    """Polyak averaging target <- (1 - tau) * target + tau * source, in one fused call (outside autograd: the target
+    stays a grad-free leaf instead of growing a graph with every update)."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 

@@ -105,6 +105,19 @@ def test_checkpoint_loads_whatever_the_compile_flag(name):
                                else torch.tanh(compiled.actor(obs)[0]))
 
 
+@pytest.mark.parametrize("name", ["sac", "td3", "tqc"])
+def test_target_networks_stay_grad_free_leaves_after_updates(name):
+    """Polyak updates must not build an autograd graph on the targets (it grows with every update: a leak)."""
+    agent = make_agent(name, 0)
+    targets = [m for n, m in vars(agent).items() if n.endswith("_target") and isinstance(m, torch.nn.Module)]
+    assert targets
+    for step in range(3):
+        do_update(agent, name, step)
+    for target in targets:
+        for p in target.parameters():
+            assert not p.requires_grad and p.grad_fn is None and p.is_leaf
+
+
 def test_sac_critic_target_masks_only_terminated_transitions(monkeypatch):
     """target = r + gamma * (1 - terminated) * (min target Q(s', a') - alpha log pi(a'|s'))."""
     gamma, alpha = 0.9, 0.5
