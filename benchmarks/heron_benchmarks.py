@@ -34,6 +34,8 @@ from preference_benchmarks import (
     make_job,
     print_dry_run,
     report,
+    run_finished,
+    summarize_run,
 )
 
 TASKS = ("pendulum", "mountaincar", "halfcheetah", "hopper", "ant")
@@ -53,7 +55,8 @@ def plan(task: str, config: Path, args: argparse.Namespace) -> list[Job]:
         for name, variant in VARIANTS.items():
             budget = [] if args.budget is None else [f"reward.preference.budget={args.budget}"]
             overrides = [f"seed={seed}", *budget, *variant, *args.overrides]
-            jobs.append(make_job(name, seed, config, overrides, Path(args.runs_dir) / task / f"{name}-s{seed}"))
+            jobs.append(make_job(name, seed, config, overrides, Path(args.runs_dir) / task / f"{name}-s{seed}",
+                                 strict=not args.report_only))
     return jobs
 
 
@@ -63,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(parser, "runs/bench-heron", "where heron_<task>.json/.png go")
     parser.add_argument("--budget", type=int, default=None, help="reward.preference.budget for heron and flat "
                         "(default: the config's)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the finished runs found in --runs-dir/<task>/<variant>-s<seed> "
+                        "(e.g. runs trained elsewhere; differences from the sweep's settings are printed)")
     args = parser.parse_args(argv)
     check_sweep_arguments(parser, args, RESERVED)
     print(f"$ {command_line()}\n", flush=True)
@@ -76,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         if args.dry_run:
             print_dry_run(sweep, jobs)
+            continue
+        if args.report_only:
+            for job in jobs:
+                if run_finished(job.run_dir):
+                    sweep.record(job, summarize_run(job.run_dir))
+                else:
+                    print(f"{job.variant}-s{job.seed}: not finished ({job.run_dir}), left out", flush=True)
+            if out.exists():
+                report(out, out.with_suffix(".png"), order=list(VARIANTS))
             continue
         (Path(args.runs_dir) / task).mkdir(parents=True, exist_ok=True)
         code = sweep.run() or code

@@ -354,8 +354,9 @@ def check_sweep_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error(f"{clash} would change what the benchmark itself sets ({', '.join(reserved)})")
 
 
-def make_job(name: str, seed: int, config: Path, overrides: list[str], run_dir: Path) -> Job:
-    """A job for `config` with `overrides`; an existing run directory must have been started with the same settings."""
+def make_job(name: str, seed: int, config: Path, overrides: list[str], run_dir: Path, strict: bool = True) -> Job:
+    """A job for `config` with `overrides`; an existing run directory must have been started with the same settings
+    (with `strict=False`, e.g. to report runs trained elsewhere, the differences are printed instead)."""
     from robotrl.config import ConfigError, dump_config, load_config
 
     try:
@@ -364,9 +365,11 @@ def make_job(name: str, seed: int, config: Path, overrides: list[str], run_dir: 
         raise SystemExit(f"error: {err}") from None
     saved = run_dir / "config.yaml"
     diffs = config_differences(resolved, yaml.safe_load(saved.read_text())) if saved.exists() else []
-    if diffs:
+    if diffs and strict:
         raise SystemExit(f"error: {run_dir} was started with other settings:\n  " + "\n  ".join(diffs)
                          + "\nuse another --runs-dir, or delete that run")
+    if diffs:
+        print(f"note: {run_dir} differs from the sweep's settings:\n  " + "\n  ".join(diffs), flush=True)
     return Job(name, seed, run_dir, overrides, resolved)
 
 
@@ -542,14 +545,16 @@ def report(path: Path, plot: Path | None, order: Sequence[str] | None = None) ->
     for name, group in groups.items():
         ret = [num(r["final_return"]) for r in group]
         med = lambda key, group=group: median_of(group, key)  # noqa: E731
-        queries = f"{fmt(med('queries'))} ({fmt(med('skipped'))} / {fmt(med('equal'))})"
+        queries = (f"{fmt(med('queries'))} ({fmt(med('skipped'))} / {fmt(med('equal'))})"
+                   if np.isfinite(med("queries")) else "n/a")
+        share = med("reward_cost_share")
         steps = sorted({r["final_step"] for r in group if r.get("final_step") is not None})
         shared = f" (= {', '.join(group[0]['shared_with'])})" if group[0].get("shared_with") else ""
         print(f"| {name}{shared} | {group[0].get('teacher')} | {group[0].get('sampler')} | "
               f"{', '.join(str(r['seed']) for r in group)} | {'/'.join(map(str, steps))} | "
               f"{fmt(statistics.median(ret))} | {fmt(min(ret))} | {fmt(max(ret))} | "
               f"{fmt(med('true_pref_accuracy'), 3)} | {fmt(med('return_correlation'), 3)} | {queries} | "
-              f"{fmt(100 * med('reward_cost_share'), 1)}% |")
+              f"{fmt(100 * share, 1) + '%' if np.isfinite(share) else 'n/a'} |")
     if plot is not None:
         plot_report(groups, plot, title=Path(path).stem)
         print(f"\nplot: {plot}")
