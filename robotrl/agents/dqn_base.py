@@ -58,7 +58,7 @@ class DistributionalDQN(Agent):
         self.target_net.load_state_dict(self.net.state_dict())
         self.target_net.requires_grad_(False)
         self.to(device)
-        self.optimizer = adam(self.net.parameters(), config.lr, device, eps=config.adam_eps)
+        self.optimizer = self.make_optimizer()
         self.acted_steps = 0  # env steps chosen by `act(deterministic=False)`: the clock of the epsilon schedule
 
     @abstractmethod
@@ -81,8 +81,19 @@ class DistributionalDQN(Agent):
     def policy_taus(self, batch_size: int) -> torch.Tensor:
         """Fractions whose mean quantile scores an action when acting and picking the target's next action."""
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh Adam over the online network's parameters."""
+        return adam(self.net.parameters(), self.config.lr, self.device, eps=self.config.adam_eps)
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"net": self.optimizer}
+
+    def reset_critic(self) -> None:
+        """Re-initialise the online network in place (same modules and device), copy it into the target and
+        restart the optimiser: PEBBLE's reset once the reward is learned (the epsilon schedule keeps its clock)."""
+        self.net.load_state_dict(self.make_net().state_dict())
+        self.target_net.load_state_dict(self.net.state_dict())
+        self.optimizer = self.make_optimizer()
 
     def replay_sampling(self) -> dict[str, Any]:
         return {"n_step": self.config.n_step, "gamma": self.config.gamma}

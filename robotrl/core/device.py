@@ -17,9 +17,13 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if spec == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' was requested but is not available; use device: auto or cpu")
     try:
-        return torch.device(spec)
+        device = torch.device(spec)
     except RuntimeError as err:
         raise ValueError(f"unknown device '{spec}': use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise ValueError(f"device '{spec}' was requested but torch sees only {count} CUDA GPU(s) "
+                         f"(cuda:0 to cuda:{count - 1}); use device: auto, cuda or a lower index")
+    return device
 
 
 def set_torch_threads(num_threads: int | None) -> None:

@@ -1,14 +1,17 @@
-"""Agents: checkpoint round trips, critic targets (termination vs truncation), fused ensembles."""
+"""Agents: checkpoint round trips, critic targets (termination vs truncation), SAC temperature tuning, TD3 target
+smoothing, PPO's minibatch loss and KL early stop by hand, fused ensembles."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 from robotrl.agents import PPO, SAC, TD3, TQC, PPOConfig, SACConfig, TD3Config, TQCConfig
 from robotrl.agents import sac as sac_module
+from robotrl.agents.ppo import STAT_NAMES
 from robotrl.core import checkpoint as ckpt
 from robotrl.core.buffers import ReplayBatch, RolloutBuffer
 from robotrl.core.networks import EnsembleMLP
@@ -39,6 +42,11 @@ def random_rollout(seed: int, agent: PPO, num_steps: int = 8, num_envs: int = 2)
                     (torch.rand(num_envs, generator=gen) < 0.2).float())
     rollout.compute_gae(torch.zeros(num_envs), 0.99, 0.95)
     return rollout
+
+
+def deterministic_sample(mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC's sampler without randomness: a = tanh(mean), log pi = -log_std summed (so the entropy is log_std summed)."""
+    return torch.tanh(mean), -log_std.sum(-1)
 
 
 def make_agent(name: str, seed: int):
@@ -101,8 +109,10 @@ def test_checkpoint_loads_whatever_the_compile_flag(name):
     plain = cls(OBS, ACT, cfg(hidden_sizes=[8], compile=False), CPU)
     plain.load_full_state(compiled.full_state())
     obs = torch.randn(3, OBS)
-    torch.testing.assert_close(plain.act(obs, deterministic=True), compiled.actor(obs) if name == "td3"
-                               else torch.tanh(compiled.actor(obs)[0]))
+    compiled_out = compiled._actor(obs)  # the torch.compile'd call path the updates use, not the eager module
+    assert isinstance(compiled._actor, torch._dynamo.OptimizedModule)
+    torch.testing.assert_close(plain.act(obs, deterministic=True), compiled_out if name == "td3"
+                               else torch.tanh(compiled_out[0]))
 
 
 @pytest.mark.parametrize("name", ["sac", "td3", "tqc"])
@@ -122,10 +132,6 @@ def test_sac_critic_target_masks_only_terminated_transitions(monkeypatch):
     """target = r + gamma * (1 - terminated) * (min target Q(s', a') - alpha log pi(a'|s'))."""
     gamma, alpha = 0.9, 0.5
     agent = SAC(OBS, ACT, SACConfig(hidden_sizes=[16], gamma=gamma, init_alpha=alpha, autotune_alpha=False), CPU)
-
-    def deterministic_sample(mean, log_std):  # a' = tanh(mean), log pi = -log_std summed: no randomness
-        return torch.tanh(mean), -log_std.sum(-1)
-
     monkeypatch.setattr(sac_module, "squashed_gaussian_sample", deterministic_sample)
     for terminated in (0.0, 1.0):
         batch = random_batch(3, terminated=terminated)
@@ -171,6 +177,102 @@ def test_td3_delays_actor_updates():
     assert all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor_before.items())
     assert "actor_loss" in agent.update(random_batch(1))
     assert not all(torch.equal(v, agent.actor.state_dict()[k]) for k, v in actor_before.items())
+
+
+@pytest.mark.parametrize(("target_entropy", "direction"), [(-2.0 * ACT, -1.0), (2.0 * ACT, 1.0)])
+def test_sac_temperature_falls_while_entropy_exceeds_the_target_and_rises_below_it(monkeypatch, target_entropy,
+                                                                                   direction):
+    """alpha loss = -mean(log alpha * (log pi + target entropy)); its gradient, mean entropy - target entropy, lowers
+    alpha while the policy is more random than the target and raises it while it is less."""
+    lr, log_alpha = 0.01, math.log(0.5)
+    config = SACConfig(hidden_sizes=[16], init_alpha=0.5, alpha_lr=lr, target_entropy=target_entropy)
+    agent = SAC(OBS, ACT, config, CPU)
+    monkeypatch.setattr(sac_module, "squashed_gaussian_sample", deterministic_sample)
+    batch = random_batch(5)
+    with torch.no_grad():
+        entropy = agent.actor(batch.obs)[1].sum(-1)  # -log pi of the deterministic sample
+    assert ((entropy - target_entropy) * direction < 0).all()
+    metrics = agent.update(batch)
+    torch.testing.assert_close(metrics["alpha_loss"], -(log_alpha * (target_entropy - entropy)).mean())
+    # Adam's first step moves log alpha by lr against the sign of the gradient
+    torch.testing.assert_close(agent.log_alpha.detach(), torch.tensor(log_alpha + direction * lr))
+    for _ in range(4):
+        before = agent.log_alpha.item()
+        agent.update(batch)
+        assert (agent.log_alpha.item() - before) * direction > 0
+
+
+def test_td3_target_smoothing_noise_stays_within_the_clip_of_the_target_action():
+    clip = 0.3
+    torch.manual_seed(0)
+    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[16], target_policy_noise=100.0, target_noise_clip=clip), CPU)
+    batch = random_batch(6, size=256)
+    with torch.no_grad():
+        target_action = agent.actor_target(batch.next_obs)
+    critic_target, scored = agent._critic_target, []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:  # records the (s', a') the target critics score
+        scored.append(x)
+        return critic_target(x)
+
+    object.__setattr__(agent, "_critic_target", spy)
+    agent.update(batch)
+    next_action = scored[0][:, OBS:]
+    offset = next_action - target_action
+    assert next_action.abs().max() <= 1.0
+    assert offset.abs().max() <= clip + 1e-6
+    # noise of std 100 is nearly always clipped: away from the bounds a' sits exactly `clip` from the target action
+    inside = target_action.abs() < 1.0 - clip
+    assert inside.float().mean() > 0.9
+    assert ((offset[inside].abs() - clip).abs() < 1e-5).float().mean() > 0.9
+
+
+def test_ppo_minibatch_loss_matches_a_hand_computed_value():
+    """Policy N(0, 1) and value 1 everywhere (zeroed output layers), so every term can be worked out by hand."""
+    config = PPOConfig(hidden_sizes=[4], clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5)
+    agent = PPO(2, 1, config, CPU)
+    with torch.no_grad():
+        agent.policy_net[-1].weight.zero_()
+        agent.value_net[-1].weight.zero_()
+        agent.value_net[-1].bias.fill_(1.0)
+    actions = torch.tensor([[0.5], [-1.0], [1.5], [0.0]])
+    ratios = torch.tensor([1.5, 0.5, 1.1, 0.9])
+    log_prob = -0.5 * actions[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+    column = [[1.0, -1.0, 2.0, 0.0], [2.0, 0.0, 1.1, 3.0], [0.5, 1.2, 1.0, 0.0]]
+    advantages, returns, old_values = (torch.tensor(x).unsqueeze(-1) for x in column)
+    loss, stats = agent._loss(torch.randn(4, 2), actions, (log_prob - ratios.log()).unsqueeze(-1), advantages,
+                              returns, old_values)
+
+    adv = [(a - 0.5) / math.sqrt(5 / 3) for a in (1.0, -1.0, 2.0, 0.0)]  # mean 0.5, sample std sqrt(5/3)
+    # samples 0 and 1 leave the clip range [0.8, 1.2]; there the clipped ratio gives the smaller surrogate
+    policy_loss = -(adv[0] * 1.2 + adv[1] * 0.8 + adv[2] * 1.1 + adv[3] * 0.9) / 4
+    # value 1 clipped to old value +- 0.2: 0.7, 1.0, 1.0, 0.2; the larger squared error of each pair
+    value_loss = (max(1.0, 1.3**2) + max(1.0, 1.0) + max(0.01, 0.01) + max(4.0, 2.8**2)) / 4
+    entropy = 0.5 + 0.5 * math.log(2 * math.pi)
+    approx_kl = sum(r - 1 - math.log(r) for r in (1.5, 0.5, 1.1, 0.9)) / 4
+    expected = dict(zip(STAT_NAMES, (policy_loss, value_loss, entropy, approx_kl, 0.5), strict=True))
+    for name, value in zip(STAT_NAMES, stats, strict=True):
+        assert value.item() == pytest.approx(expected[name], rel=1e-5), name
+    assert loss.item() == pytest.approx(policy_loss - 0.01 * entropy + 0.5 * value_loss, rel=1e-5)
+
+
+def test_ppo_stops_the_update_once_approx_kl_exceeds_one_and_a_half_target_kl():
+    agent = PPO(OBS, ACT, PPOConfig(hidden_sizes=[16], minibatch_size=4, epochs=3, target_kl=0.1), CPU, num_envs=2)
+    rollout = random_rollout(0, agent)  # 16 transitions: 4 minibatches per epoch
+    kls = iter([0.0, 0.14, 0.16] + [0.0] * 12)
+    loss = agent._loss
+
+    def scripted_kl(*minibatch: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        value, stats = loss(*minibatch)
+        stats = list(stats)
+        stats[STAT_NAMES.index("approx_kl")] = torch.tensor(next(kls))
+        return value, tuple(stats)
+
+    object.__setattr__(agent, "_loss", scripted_kl)
+    metrics = agent.update(rollout)
+    # 0.14 exceeds target_kl but not 1.5 x target_kl; 0.16 does: no more steps in this epoch or any later one
+    assert agent.num_updates == 2
+    assert metrics["approx_kl"].item() == pytest.approx(0.07)  # stats of the applied minibatches only
 
 
 def test_ensemble_members_are_independent():

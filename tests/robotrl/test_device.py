@@ -52,3 +52,19 @@ def test_set_torch_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("spec", "index"), [("cuda:0", 0), ("cuda", None)])
+def test_cuda_index_within_the_visible_gpus_resolves(monkeypatch, spec, index):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device(spec) == torch.device("cuda", index)
+
+
+def test_cuda_index_beyond_the_visible_gpus_is_a_helpful_error(monkeypatch):
+    """On a one-GPU machine `cuda:3` fails at resolution, not deep in torch at the first tensor move."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"'cuda:3' was requested but torch sees only 1 CUDA GPU") as info:
+        resolve_device("cuda:3")
+    assert "cuda:0 to cuda:0" in str(info.value) and "auto" in str(info.value)

@@ -1,5 +1,6 @@
 """QR-DQN and IQN: tau embedding, learned quantiles on a one-step MDP, risk-sensitive acting, epsilon schedule,
-target updates, checkpoints through the trainer, and valid warm-up actions on discrete spaces."""
+target updates, the n-step discount in the loss, the critic reset of preference runs, checkpoints through the
+trainer, and valid warm-up actions on discrete spaces."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from robotrl.agents import IQN, QRDQN, IQNConfig, QRDQNConfig
+from envs.components import RewardComponent
+from robotrl.agents import IQN, QRDQN, EnsembleIQN, EnsembleIQNConfig, IQNConfig, PrIQN, PrIQNConfig, QRDQNConfig
 from robotrl.agents.iqn import TauEmbedding
 from robotrl.core.buffers import ReplayBatch
+from robotrl.core.quantile import midpoint_taus
 from robotrl.spaces import ActionAdapter
 from robotrl.trainer import Trainer
 
@@ -190,3 +194,109 @@ def test_dqn_agents_refuse_continuous_actions(tiny_config, tmp_path):
     config = tiny_config("iqn")  # Pendulum-v1: a Box
     with pytest.raises(ValueError, match="iqn needs discrete actions but Pendulum-v1 has continuous actions; use algo"):
         Trainer(config, run_dir=tmp_path / "run", progress=False)
+
+
+class ConstantQuantiles(nn.Module):
+    """Every quantile of action a in state s = obs[:, 0] is table[s, a]: QR-DQN's flat head of `num_quantiles`
+    outputs per action when called without fractions, IQN's [batch, T, A] at any fractions."""
+
+    def __init__(self, table: torch.Tensor, num_quantiles: int) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+        self.num_quantiles = num_quantiles
+
+    def forward(self, obs: torch.Tensor, taus: torch.Tensor | None = None) -> torch.Tensor:
+        values = self.table[obs[:, 0].long()].unsqueeze(1)  # [batch, 1, A]
+        if taus is None:
+            return values.expand(-1, self.num_quantiles, -1).flatten(1)
+        return values.expand(-1, taus.shape[-1], -1)
+
+
+@pytest.mark.parametrize("name", ["qrdqn", "iqn"])
+def test_loss_bootstraps_with_the_batch_discount_not_gamma(name):
+    """n-step batches carry gamma^m per transition; the target is r + discount * Z_target(s', a*)."""
+    if name == "qrdqn":  # its 4 fractions are the midpoints 1/8, 3/8, 5/8, 7/8
+        agent = QRDQN(3, 2, QRDQNConfig(hidden_sizes=[8, 8], gamma=0.9, num_quantiles=4), CPU)
+    else:  # the same 4 fractions instead of sampled ones, so the loss can be worked out by hand
+        agent = IQN(3, 2, IQNConfig(hidden_sizes=[8, 8, 8], gamma=0.9, num_tau_samples=4), CPU)
+        agent.train_taus = lambda size: midpoint_taus(4).expand(size, -1)
+    # state 0: Z(s, a=0) = 1 at every fraction; next state 1: action 0 is best with Z(s', 0) = 2
+    table = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
+    agent.net, agent.target_net = ConstantQuantiles(table, 4), ConstantQuantiles(table, 4)
+    batch = ReplayBatch(obs=torch.zeros(2, 3), action=torch.zeros(2, 1), reward=torch.tensor([0.5, 1.0]),
+                        next_obs=torch.ones(2, 3), terminated=torch.zeros(2), discount=torch.tensor([0.5, 0.25]))
+    # targets 0.5 + 0.5 * 2 and 1.0 + 0.25 * 2, both 1.5: every error is +0.5 (Huber 0.125), weighted by tau as the
+    # prediction is below the target; summed over the 4 fractions (their sum is 2): 0.25 for each transition
+    assert agent.loss(batch).item() == pytest.approx(0.25)
+    # a one-step batch (no discount) uses gamma = 0.9: targets 2.3 and 2.8, errors 1.3 and 1.8, Huber 0.8 and 1.3
+    batch.discount = None
+    assert agent.loss(batch).item() == pytest.approx(2.0 * (0.8 + 1.3) / 2)
+
+
+def make_any_dqn(name: str) -> IQN | QRDQN:
+    """A small agent of every distributional DQN (3 observations, 2 actions; Pr-IQN with 2 reward components)."""
+    torch.manual_seed(0)
+    small = {"hidden_sizes": [16, 16], "num_tau_samples": 8, "num_target_samples": 8, "num_policy_samples": 8}
+    if name == "qrdqn":
+        return QRDQN(3, 2, QRDQNConfig(hidden_sizes=[16, 16], num_quantiles=8), CPU)
+    if name == "iqn":
+        return IQN(3, 2, IQNConfig(**small), CPU)
+    if name == "ensemble_iqn":
+        return EnsembleIQN(3, 2, EnsembleIQNConfig(**small, ensemble_size=2), CPU)
+    spec = (RewardComponent("crash", 1.0, "minimize", ""), RewardComponent("progress", 1.0, "maximize", ""))
+    return PrIQN(3, 2, PrIQNConfig(**small, preorder=[["crash"], ["progress"]]), CPU, reward_spec=spec)
+
+
+@pytest.mark.parametrize("name", ["qrdqn", "iqn", "ensemble_iqn", "pr_iqn"])
+def test_reset_critic_reinitialises_the_net_copies_the_target_and_restarts_the_optimiser(name):
+    """PEBBLE's reset after the first feedback round: every distributional DQN supports it."""
+    agent = make_any_dqn(name)
+    gen = torch.Generator().manual_seed(0)
+
+    def batch() -> ReplayBatch:
+        obs = torch.randn(16, 3, generator=gen)
+        return ReplayBatch(obs, torch.randint(0, 2, (16, 1), generator=gen).float(), torch.randn(16, generator=gen),
+                           obs + 0.1, torch.zeros(16), components=torch.randn(16, 2, generator=gen))
+
+    for _ in range(3):
+        agent.update(batch())
+    trained = {k: p.detach().clone() for k, p in agent.net.named_parameters()}
+    old_optimizer, modules = agent.optimizer, list(agent.net.modules())
+    assert old_optimizer.state
+
+    torch.manual_seed(1)
+    expected = agent.make_net().state_dict()  # what a fresh network draws from this seed
+    torch.manual_seed(1)
+    agent.reset_critic()
+
+    assert list(agent.net.modules()) == modules  # same architecture, re-initialised in place
+    for key, param in agent.net.named_parameters():
+        assert not torch.equal(param, trained[key]), key
+        assert torch.equal(param, expected[key]), key
+    for online, target in zip(agent.net.state_dict().values(), agent.target_net.state_dict().values(), strict=True):
+        assert torch.equal(online, target)
+    assert agent.optimizer is not old_optimizer and not agent.optimizer.state
+    assert agent.optimizers() == {"net": agent.optimizer}
+    assert {id(p) for p in agent.optimizer.param_groups[0]["params"]} == {id(p) for p in agent.net.parameters()}
+
+    loss = agent.update(batch())["quantile_loss"]
+    assert torch.isfinite(loss) and agent.optimizer.state
+    assert any(not torch.equal(p, expected[k]) for k, p in agent.net.named_parameters())
+
+
+def test_qrdqn_preference_run_resets_the_net_at_the_first_feedback_round(tiny_config, tmp_path, monkeypatch):
+    preference = {"query_every": 200, "unsup_steps": 0, "budget": 20, "queries_per_round": 10, "segment_length": 10,
+                  "diagnostic_pairs": 0, "starc_samples": 0, "reset_updates": 5,
+                  "model": {"hidden_sizes": [16, 16], "max_epochs": 3}}
+    config = tiny_config("qrdqn", env_id="CartPole-v1", algo={"hidden_sizes": [16, 16], "num_quantiles": 8},
+                         train={"total_steps": 400}, reward={"source": "preference", "preference": preference})
+    assert config.reward.preference.reset_critic
+    trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
+    resets = []
+    reset = trainer.agent.reset_critic
+    monkeypatch.setattr(trainer.agent, "reset_critic", lambda: (resets.append(trainer.step), reset())[1])
+    trainer.train()
+    assert len(resets) == 1  # once, at the first feedback round
+    assert trainer.preference.budget.spent == 20 and trainer.step == 400
+    stored = {k: v[: len(trainer.buffer)] for k, v in trainer.buffer.storage.items()}
+    assert not torch.allclose(stored["reward"], stored["env_reward"])  # relabelled with the learned reward
