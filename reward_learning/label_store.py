@@ -123,6 +123,7 @@ class LabelledPairs(NamedTuple):
     right: Segments
     labels: np.ndarray  # [n] int64 Label codes
     query_ids: np.ndarray  # [n] int64
+    label_ids: np.ndarray  # [n] int64 ids of the label rows
 
 
 class LabelRecord(NamedTuple):
@@ -413,8 +414,9 @@ class LabelStore:
                 ids.append(int(cur.lastrowid))
         return ids
 
-    def add_labels(self, query_ids: Sequence[int], labels: Sequence[Label | int | str], labeller: str) -> None:
-        """Append labels[i] for query_ids[i] by `labeller` (e.g. 'scripted:oracle', 'web:alice').
+    def add_labels(self, query_ids: Sequence[int], labels: Sequence[Label | int | str], labeller: str) -> list[int]:
+        """Append labels[i] for query_ids[i] by `labeller` (e.g. 'scripted:oracle', 'web:alice'); returns the label
+        ids.
 
         Labels are `Label` members, codes or names. Invalid labels or unknown query ids raise ValueError and nothing
         is written. Relabelling appends; the latest label per (query, labeller) is the one used.
@@ -430,8 +432,9 @@ class LabelStore:
             missing = sorted(set(query_ids) - self._existing(con, "queries", query_ids))
             if missing:
                 raise ValueError(f"unknown query ids {missing[:10]} in label store {self.path}; nothing was written")
-            con.executemany("INSERT INTO labels (query, label, labeller, created) VALUES (?, ?, ?, ?)",
-                            [(i, kind, labeller, created) for i, kind in zip(query_ids, kinds, strict=True)])
+            return [int(con.execute("INSERT INTO labels (query, label, labeller, created) VALUES (?, ?, ?, ?)",
+                                    (i, kind, labeller, created)).lastrowid)
+                    for i, kind in zip(query_ids, kinds, strict=True)]
 
     def add_label_once(self, query_id: int, label: Label | int | str, labeller: str) -> int:
         """Append one label unless `labeller` already has one for the query (not undone), atomically; returns the
@@ -511,12 +514,22 @@ class LabelStore:
                 else self._db.execute(sql + " WHERE query = ? ORDER BY id", (int(query_id),)))
         return [LabelRecord(i, q, _CODE[kind], who, when, bool(gone)) for i, q, kind, who, when, gone in rows]
 
+    def effective_label_ids(self, labeller: str | None = None) -> set[int]:
+        """Ids of the labels that count (each labeller's latest per query, not undone); only `labeller`'s if given."""
+        sql, args = f"SELECT id FROM labels WHERE id IN ({_LATEST})", ()
+        if labeller is not None:
+            sql, args = sql + " AND labeller = ?", (labeller,)
+        return {r[0] for r in self._db.execute(sql, args)}
+
     def labelled_pairs(self, include_skipped: bool = False, labeller: str | None = None,
-                       exclude_queries: Collection[int] = ()) -> LabelledPairs:
+                       exclude_labels: Collection[int] = (), widen: int = 0) -> LabelledPairs:
         """Every labelled query as tensors, in query-id order: one row per (query, labeller) holding that labeller's
         latest label that was not undone. Skipped queries are left out unless `include_skipped`; only `labeller`'s
-        labels if given; queries in `exclude_queries` (e.g. the ones a run already trained on) are not loaded."""
-        sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment "
+        labels if given; label ids in `exclude_labels` (e.g. the ones a run already trained on) are not loaded.
+
+        `widen` > 0 loads each segment with `widen` more steps on both sides (SURF's crop window): the store must
+        hold those wider segments too (runs with SURF store them), else ValueError."""
+        sql = ("SELECT l.query, l.label, q.left_segment, q.right_segment, l.id "
                "FROM labels l JOIN queries q ON q.id = l.query "
                f"WHERE l.id IN ({_LATEST})")
         args: tuple[str, ...] = ()
@@ -526,13 +539,32 @@ class LabelStore:
             sql += " AND l.label <> 'skip'"
         with self._read() as con:
             rows = con.execute(sql + " ORDER BY l.query, l.id", args).fetchall()
-            if exclude_queries:
-                rows = [r for r in rows if r[0] not in exclude_queries]
-            left = self._gather(con, [r[2] for r in rows])
-            right = self._gather(con, [r[3] for r in rows])
+            if exclude_labels:
+                rows = [r for r in rows if r[4] not in exclude_labels]
+            left = self._gather(con, self._widened(con, [r[2] for r in rows], widen))
+            right = self._gather(con, self._widened(con, [r[3] for r in rows], widen))
         labels = np.array([int(_CODE[r[1]]) for r in rows], dtype=np.int64)
         query_ids = np.array([r[0] for r in rows], dtype=np.int64)
-        return LabelledPairs(left, right, labels, query_ids)
+        label_ids = np.array([r[4] for r in rows], dtype=np.int64)
+        return LabelledPairs(left, right, labels, query_ids, label_ids)
+
+    def _widened(self, con: sqlite3.Connection, ids: list[int], widen: int) -> list[int]:
+        """The ids of the segments that extend each of `ids` by `widen` steps on both sides (same run and episode)."""
+        if widen == 0:
+            return ids
+        found: dict[int, int] = {}
+        unique = sorted(set(ids))
+        for lo in range(0, len(unique), _CHUNK):
+            chunk = unique[lo:lo + _CHUNK]
+            found.update(con.execute(
+                "SELECT s.id, w.id FROM segments s JOIN segments w ON w.run = s.run AND w.episode = s.episode AND "
+                f"w.start = s.start - ? AND w.length = s.length + 2 * ? WHERE s.id IN ({','.join('?' * len(chunk))})",
+                (widen, widen, *chunk)))
+        missing = sorted(set(unique) - set(found))
+        if missing:
+            raise ValueError(f"label store {self.path} does not hold the {widen} steps on each side of segments "
+                             f"{missing[:10]} (stores of runs with SURF window {widen} do)")
+        return [found[i] for i in ids]
 
     def segments(self, ids: Sequence[int]) -> Segments:
         """Rebuild the given segments (all of one length) from the stored steps, in the order given; `state` is

@@ -90,6 +90,13 @@ class RewardLearner:
         self._append(self.u_left, _fields_of(left, self.names))
         self._append(self.u_right, _fields_of(right, self.names))
 
+    def keep_labels(self, keep: torch.Tensor) -> None:
+        """Keep only the labelled pairs where `keep` ([len(self)] bool) is True, e.g. to drop withdrawn labels."""
+        keep = keep.to(self.target.device)
+        self.left = {k: v[keep] for k, v in self.left.items()}
+        self.right = {k: v[keep] for k, v in self.right.items()}
+        self.target = self.target[keep]
+
     def _append(self, store: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
         device = self.model.device
         for name, value in new.items():

@@ -79,6 +79,19 @@ def buffer_from_rollouts(run_dir: Path, episodes: int, seed: int, deterministic:
     return config, rollout_buffer(env, act, policy.adapter, episodes, seed, max_steps, states=True)
 
 
+def rollout_run_name(run_dir: Path, seed: int, store_path: Path) -> str:
+    """The run name that rollouts of `run_dir`'s policy with `seed` are stored under: not the training run's own name
+    (whose episodes are numbered from 0 too). Raises ValueError when the store already holds those rollouts (a
+    policy's sampled actions are not reproducible, so they would clash): pass another seed for new episodes."""
+    name = f"{run_dir.name}-rollouts-s{seed}"
+    if store_path.is_file():
+        with LabelStore.open(store_path) as store:
+            if store.max_episode(name) >= 0:
+                raise ValueError(f"{store_path} already holds rollouts of {run_dir} with seed {seed} (run {name!r}); "
+                                 f"pass another --seed to add new episodes")
+    return name
+
+
 def rollout_buffer(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], adapter: ActionAdapter, episodes: int,
                    seed: int, max_steps: int | None = None, states: bool = False) -> ReplayBuffer:
     """Episodes of `act` (observation -> stored action [1, stored_dim]) in `env`, which is closed afterwards:
@@ -111,7 +124,11 @@ def rollout_buffer(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], adapte
 
 def buffer_from_dataset(path: Path, env_id: str) -> ReplayBuffer:
     """An offline dataset (.npz): observations, actions (env units), rewards, terminals, states [N, d] (the simulator
-    state after each step, see `envs.state`), and optionally timeouts, next_observations, reward_components."""
+    state after each step, see `envs.state`), and optionally timeouts, next_observations, reward_components.
+
+    Without next_observations a step's next observation is the next row's, which the last step of every episode
+    (terminal, timeout or the dataset's end) does not have: those steps are left out, so each episode ends one step
+    earlier, cut short (truncated) rather than terminated. Give next_observations to keep them."""
     with np.load(path) as data:
         missing = [k for k in DATASET_KEYS if k not in data]
         if missing:
@@ -130,18 +147,23 @@ def buffer_from_dataset(path: Path, env_id: str) -> ReplayBuffer:
     first = np.concatenate([[True], ends[:-1]])
     starts = np.flatnonzero(first)
     episode_step = np.arange(n) - starts[episode_id]
+    truncated = ends & ~terminals
     if "next_observations" in arrays:
-        next_obs = arrays["next_observations"]
-    else:  # the next row's observation; the dataset's very last step has none and is dropped
+        next_obs, keep = arrays["next_observations"], np.ones(n, bool)
+    else:  # the next row's observation: each episode's last step has none and is left out
         next_obs = np.concatenate([arrays["observations"][1:], arrays["observations"][-1:]])
-        n -= 1
-    components = arrays.get("reward_components", np.full((len(terminals), len(names)), np.nan, np.float32))
-    buffer = empty_buffer(n, obs_shape, adapter, len(names), arrays["states"].shape[1])
-    rewards = arrays["rewards"].astype(np.float32)
-    buffer.add(obs=arrays["observations"][:n], action=adapter.from_env(arrays["actions"][:n]),
-               next_obs=next_obs[:n], reward=rewards[:n], env_reward=rewards[:n], components=components[:n],
-               terminated=terminals[:n], truncated=(ends & ~terminals)[:n], episode_step=episode_step[:n],
-               episode_id=episode_id[:n], state=arrays["states"][:n])
+        keep = ~ends
+        truncated = np.roll(ends, -1) & keep  # the new last step of each episode
+        if not keep.any():
+            raise ValueError(f"dataset {path} has only one-step episodes, whose next observations are unknown: add "
+                             f"next_observations")
+    components = arrays.get("reward_components", np.full((n, len(names)), np.nan, np.float32))
+    buffer = empty_buffer(int(keep.sum()), obs_shape, adapter, len(names), arrays["states"].shape[1])
+    rewards = arrays["rewards"].astype(np.float32)[keep]
+    buffer.add(obs=arrays["observations"][keep], action=adapter.from_env(arrays["actions"][keep]),
+               next_obs=next_obs[keep], reward=rewards, env_reward=rewards, components=components[keep],
+               terminated=terminals[keep], truncated=truncated[keep], episode_step=episode_step[keep],
+               episode_id=episode_id[keep], state=arrays["states"][keep])
     return buffer
 
 

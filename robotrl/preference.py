@@ -12,6 +12,12 @@ The first round uses uniform sampling (the ensemble is untrained) and, for off-p
 With `teacher: human` a round stores its queries and waits (at most `human_timeout` seconds) for people to answer
 them in the web page (`robotrl label RUN`), then trains on every label that has arrived, including late answers to
 earlier rounds. Until the first label arrives the agent keeps training on the state-entropy reward.
+
+The learner's labels always follow the store (`LabelStore.labelled_pairs`): each round, and after a resume, labels
+that were undone or replaced since they were consumed are dropped and labels that count now are added, one per
+labeller and query. Scripted runs only read their own teacher's labels. With SURF the store also keeps the wider
+segments the learner trains on (`window` more steps on each side of what the teacher was shown), so a resumed run and
+`labels_from` get the same segments as the run that asked.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ import torch
 from reward_learning.comparison_sampled import compare_rewards
 from reward_learning.heron import HeronTeacher
 from reward_learning.intrinsic import StateEntropyReward
-from reward_learning.label_store import LabelStore
+from reward_learning.label_store import LabelledPairs, LabelStore
 from reward_learning.models import LearnedReward, RewardEnsemble
 from reward_learning.preferences import RewardLearner
 from reward_learning.queries import FeedbackSchedule, query_features, select_queries
 from reward_learning.segments import Label, Segments
 from reward_learning.sources import ComponentReward, EnvReward, RewardSource
-from reward_learning.teachers import LabelBudget, Teacher, make_teacher
+from reward_learning.teachers import RECENT_EPISODES, LabelBudget, Teacher, make_teacher
 from robotrl.config import ConfigError, PreferenceConfig
 from robotrl.core.buffers import ReplayBuffer
 
@@ -91,6 +97,8 @@ class PreferenceLoop:
         except ValueError as err:
             people = f" (or {HUMAN!r} for labels from people)" if "teacher" in str(err) else ""
             raise ConfigError(f"reward.preference: {err}{people}") from None
+        self.labeller = None if self.teacher is None else f"teacher:{self.teacher.name}"  # None: people, anyone
+        self.window = c.surf.window if c.surf.enabled else 0
         self.oracle = make_teacher("oracle", component_names=component_names, component_weights=c.teacher_weights)
         self.true_reward: RewardSource = (ComponentReward(component_names, c.teacher_weights) if c.teacher_weights
                                           else EnvReward())
@@ -106,11 +114,12 @@ class PreferenceLoop:
         self.generator = torch.Generator(device=device).manual_seed(seed + 11)
         self.rounds = 0
         self.last_round_step = -1
-        self.known_queries: set[int] = set()
+        self.consumed: set[int] = set()  # ids of the store's label rows the loop holds (trained, held out, skipped)
+        self.label_ids = torch.zeros(0, dtype=torch.int64)  # store label id of each learner row (-1: labels_from)
         self.labelled_features: torch.Tensor | None = None
-        self.holdout: list[tuple[Segments, Segments, np.ndarray]] = []
+        self.holdout: list[tuple[Segments, Segments, np.ndarray, np.ndarray]] = []  # shown pairs, labels, label ids
         self.seconds = {"reward_learning": 0.0, "relabel": 0.0}
-        self.counts = {"labels": 0, "skipped": 0, "equal": 0}
+        self.counts = {"labels": 0, "skipped": 0, "equal": 0, "withdrawn": 0}
         if c.labels_from:
             self._load_prior_labels(Path(c.labels_from))
 
@@ -148,32 +157,27 @@ class PreferenceLoop:
         started = time.perf_counter()
         first = self.rounds == 0
         num = self.budget.take(self.schedule.queries_for_round(step, self.total_steps, self.budget.remaining))
-        window = c.surf.window if c.surf.enabled else 0
-        stored_length = c.segment_length + 2 * window
+        stored_length = c.segment_length + 2 * self.window
         sampler = "uniform" if first else c.sampler
         candidates = num if sampler == "uniform" else num * c.candidate_factor
         left, right = self._pairs(buffer, candidates, stored_length, stride, recent)
         if self.teacher is not None and self.teacher.wants_candidates:  # e.g. HERON's margins: spread of the pool
-            pool = Segments.concat([left, right]).to("cpu")
-            self.teacher.observe_candidates(pool.crop(window, c.segment_length) if window else pool)
+            self.teacher.observe_candidates(self._shown(Segments.concat([left, right]).to("cpu")))
         if first:
             self.model.fit_input_stats(self._recent_transitions(buffer, 100_000))
         chosen = select_queries(sampler, left, right, num, model=self.learner, rng=self.rng,
                                 labelled_features=self.labelled_features)
-        left, right = left[chosen], right[chosen]
-        shown_left, shown_right = (left.crop(window, c.segment_length), right.crop(window, c.segment_length)) \
-            if window else (left, right)
+        left, right = left[chosen].to("cpu"), right[chosen].to("cpu")
+        query_ids = self._store(left, right, sampler)
         if self.human:
-            query_ids = self._store(shown_left, shown_right, None, sampler)
             self._wait_for_people(query_ids, status)
-            left, right, labels, query_ids = self._new_store_labels()
-            shown_left, shown_right = left, right
         else:
             assert self.teacher is not None
-            self.teacher.observe_returns(list(recent_returns), c.segment_length, self.max_episode_steps)
-            labels = self.teacher.label(shown_left.to("cpu"), shown_right.to("cpu"), self.rng)
-            query_ids = self._store(shown_left, shown_right, labels, sampler)
-        self._add_labelled(left, right, shown_left, shown_right, labels, query_ids)
+            self.teacher.observe_returns(self._teacher_returns(buffer, recent_returns, stride), c.segment_length,
+                                         self.max_episode_steps)
+            self.store.add_labels(query_ids, self.teacher.label(self._shown(left), self._shown(right), self.rng),
+                                  labeller=self.labeller)
+        self._sync_with_store()
         if c.surf.enabled and c.surf.unlabeled_ratio > 0:
             self.learner.add_unlabelled(*self._pairs(buffer, num * c.surf.unlabeled_ratio, stored_length, stride,
                                                      recent))
@@ -183,21 +187,37 @@ class PreferenceLoop:
             self.model.fit_output_stats(self._recent_transitions(buffer, 10_000))
         self.rounds += 1
         self.last_round_step = step
-        self._count(labels)
         self.seconds["reward_learning"] += time.perf_counter() - started
         metrics.update(self.diagnostics(buffer, stride, recent))
         metrics.update({"reward/round": float(self.rounds), "reward/queries": float(self.budget.spent),
-                        "reward/labels": float(self.counts["labels"]), "reward/skipped": float(self.counts["skipped"]),
-                        "reward/equal": float(self.counts["equal"]),
+                        **{f"reward/{k}": float(v) for k, v in self.counts.items()},
                         "time/reward_learning_s": self.seconds["reward_learning"]})
         return metrics
 
-    def _add_labelled(self, left: Segments, right: Segments, shown_left: Segments, shown_right: Segments,
-                      labels: np.ndarray, query_ids: Sequence[int]) -> None:
+    def _shown(self, segments: Segments) -> Segments:
+        """The part of stored segments that teachers and people judge (SURF's learner keeps `window` more steps)."""
+        return segments.crop(self.window, self.config.segment_length) if self.window else segments
+
+    def _sync_with_store(self) -> LabelledPairs:
+        """Make the learner hold exactly the labels that count in the store (see the module docstring): withdraw
+        the undone or replaced ones, add the new ones. Returns the new ones."""
+        withdrawn = self.consumed - self.store.effective_label_ids(self.labeller)
+        if withdrawn:
+            self._withdraw(withdrawn)
+        pairs = self.store.labelled_pairs(include_skipped=True, labeller=self.labeller, exclude_labels=self.consumed,
+                                          widen=self.window)
+        self._add_labelled(pairs)
+        return pairs
+
+    def _add_labelled(self, pairs: LabelledPairs) -> None:
         """Hand new labels to the learner (keeping `holdout_fraction` of them out to measure accuracy)."""
-        self.known_queries.update(int(q) for q in query_ids)
+        self.consumed.update(int(i) for i in pairs.label_ids)
+        labels, ids = pairs.labels, pairs.label_ids
         if len(labels) == 0:
             return
+        device = self.model.device
+        left, right = pairs.left.to(device), pairs.right.to(device)
+        shown_left, shown_right = self._shown(left), self._shown(right)
         features = query_features(shown_left, shown_right)
         self.labelled_features = features if self.labelled_features is None else \
             torch.cat([self.labelled_features, features])
@@ -206,8 +226,37 @@ class PreferenceLoop:
             train_mask = self.rng.random(len(labels)) >= self.config.holdout_fraction
             if (~train_mask).any():
                 keep = ~train_mask
-                self.holdout.append((shown_left[keep], shown_right[keep], labels[keep]))
+                self.holdout.append((shown_left[keep], shown_right[keep], labels[keep], ids[keep]))
+        train_mask &= labels != Label.SKIP
         self.learner.add_labels(left[train_mask], right[train_mask], labels[train_mask])
+        self.label_ids = torch.cat([self.label_ids, torch.as_tensor(ids[train_mask], dtype=torch.int64)])
+        self._count(labels)
+
+    def _withdraw(self, label_ids: set[int]) -> None:
+        """Forget labels that no longer count (undone, or replaced by a newer answer of the same labeller)."""
+        gone = torch.tensor(sorted(label_ids), dtype=torch.int64)
+        keep = ~torch.isin(self.label_ids, gone)
+        self.learner.keep_labels(keep)
+        self.label_ids = self.label_ids[keep]
+        self.holdout = [(left[kept], right[kept], labels[kept], ids[kept]) for left, right, labels, ids in self.holdout
+                        if (kept := ~np.isin(ids, gone.numpy())).any()]
+        self.consumed -= label_ids
+        self.counts["withdrawn"] += len(label_ids)
+
+    def _teacher_returns(self, buffer: ReplayBuffer, env_returns: Sequence[float], stride: int) -> list[float]:
+        """The latest episode returns on the scale of the teacher's reward (its skip/equal thresholds follow them):
+        `env_returns` when it judges the env reward; with `teacher_weights`, the returns of components @ weights of
+        the latest episodes that lie wholly in the buffer's newest steps (none yet: the thresholds stay)."""
+        if not self.config.teacher_weights:
+            return list(env_returns)
+        s = buffer.storage
+        index = buffer.chronological_indices()[-(RECENT_EPISODES + 1) * self.max_episode_steps * stride:]
+        episode = s["episode_id"][index].cpu().numpy()
+        done = ((s["terminated"][index] > 0) | s["truncated"][index].bool()).cpu().numpy()
+        rewards = self.true_reward({"components": s["components"][index]}).double().cpu().numpy()
+        ended = episode[done]  # in the order the episodes ended
+        complete = ended[np.isin(ended, episode[(s["episode_step"][index] == 0).cpu().numpy()])]
+        return [float(rewards[episode == e].sum()) for e in complete[-RECENT_EPISODES:]]
 
     def _wait_for_people(self, query_ids: Sequence[int], status: Callable[[str | None], None] | None) -> None:
         """Block until every query of this round has an answer or `human_timeout` seconds pass (never forever)."""
@@ -223,26 +272,20 @@ class PreferenceLoop:
                        f"(label with: robotrl label {self.run_dir})")
             time.sleep(min(POLL_SECONDS, left))
 
-    def _new_store_labels(self) -> tuple[Segments, Segments, np.ndarray, list[int]]:
-        """Labelled pairs in the store whose queries this loop has not trained on yet (late or resumed ones)."""
-        pairs = self.store.labelled_pairs(include_skipped=True, exclude_queries=self.known_queries)
-        device = self.model.device
-        return pairs.left.to(device), pairs.right.to(device), pairs.labels, [int(q) for q in pairs.query_ids]
-
     def _pairs(self, buffer: ReplayBuffer, count: int, length: int, stride: int, recent: int | None
                ) -> tuple[Segments, Segments]:
         segments = segments_from_buffer(buffer, *buffer.segment_indices(length, 2 * count, stride, self.generator,
                                                                          recent))
         return segments[:count], segments[count:]
 
-    def _store(self, left: Segments, right: Segments, labels: np.ndarray | None, sampler: str) -> list[int]:
-        """Store the pairs as queries, with the scripted teacher's labels when given."""
-        left_ids = self.store.add_segments(left.to("cpu"), self.run_name)
-        right_ids = self.store.add_segments(right.to("cpu"), self.run_name)
-        query_ids = self.store.add_queries(left_ids, right_ids, round=self.rounds, sampler=sampler)
-        if labels is not None and self.teacher is not None:
-            self.store.add_labels(query_ids, labels, labeller=f"teacher:{self.teacher.name}")
-        return query_ids
+    def _store(self, left: Segments, right: Segments, sampler: str) -> list[int]:
+        """Store the pairs as queries of the segments to judge; with SURF the learner's wider segments first."""
+        sides = []
+        for segments in (left, right):
+            if self.window:
+                self.store.add_segments(segments, self.run_name)
+            sides.append(self.store.add_segments(self._shown(segments), self.run_name))
+        return self.store.add_queries(*sides, round=self.rounds, sampler=sampler)
 
     def _count(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels)
@@ -266,8 +309,8 @@ class PreferenceLoop:
         if not self.has_reward:
             return out
         if self.holdout:
-            left = Segments.concat([h[0] for h in self.holdout])
-            right = Segments.concat([h[1] for h in self.holdout])
+            left = Segments.concat([h[0] for h in self.holdout]).to(self.model.device)
+            right = Segments.concat([h[1] for h in self.holdout]).to(self.model.device)
             out["reward/holdout_accuracy"] = self.learner.accuracy(left, right, np.concatenate([h[2] for h in
                                                                                                self.holdout]))
         if c.diagnostic_pairs > 0 and len(buffer) > stride * c.segment_length:
@@ -300,38 +343,38 @@ class PreferenceLoop:
         """Train on the labels of an existing store before the first round (they do not use the budget)."""
         if not path.exists():
             raise ConfigError(f"reward.preference.labels_from: no label store at {path}")
+        surf = f"; SURF (window {self.window}) trains on wider segments, which only stores of SURF runs with " \
+               f"that window hold: turn SURF off to learn from this store" if self.window else ""
         try:
             with LabelStore(path, create=False, **self.store_meta) as prior:
-                pairs = prior.labelled_pairs()
-        except ValueError as err:  # another task's store, or not a label store at all
-            raise ConfigError(f"reward.preference.labels_from: {err}") from None
+                pairs = prior.labelled_pairs(widen=self.window)
+        except ValueError as err:  # another task's store, not a label store at all, or no SURF segments
+            raise ConfigError(f"reward.preference.labels_from: {err}{surf}") from None
         if len(pairs.labels) == 0:
             raise ConfigError(f"reward.preference.labels_from: {path} holds no usable labels")
-        expected = self.config.segment_length + (2 * self.config.surf.window if self.config.surf.enabled else 0)
-        if pairs.left.length != expected:
-            raise ConfigError(f"reward.preference.labels_from: stored segments have {pairs.left.length} steps but "
-                              f"this run trains on {expected}-step segments")
+        shown = pairs.left.length - 2 * self.window
+        if shown != self.config.segment_length:
+            raise ConfigError(f"reward.preference.labels_from: stored segments have {shown} steps but this run "
+                              f"labels {self.config.segment_length}-step segments")
         device = self.model.device
         self.learner.add_labels(pairs.left.to(device), pairs.right.to(device), pairs.labels)
+        self.label_ids = torch.full((len(pairs.labels),), -1, dtype=torch.int64)  # never withdrawn by this store
 
     def resync_from_store(self) -> int:
-        """After a resume: add labels the store holds but the checkpoint missed (a kill between the two writes,
-        or people who kept labelling while the run was down)."""
-        left, right, labels, query_ids = self._new_store_labels()
-        if not query_ids:
-            return 0
-        self._add_labelled(left, right, left, right, labels, query_ids)
+        """After a resume: catch up with the store (labels the checkpoint missed after a kill between the two
+        writes, or that people gave, undid or changed while the run was down); returns the number of new labels."""
+        pairs = self._sync_with_store()
         if not self.human:  # people's queries were paid for when they were asked
-            self.budget.spent = min(self.budget.total, self.budget.spent + len(query_ids))
-        self._count(labels)
-        return len(query_ids)
+            self.budget.spent = min(self.budget.total, self.budget.spent + len(set(pairs.query_ids.tolist())))
+        return len(pairs.labels)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "learner": self.learner.state_dict(),
                 "teacher": self.teacher.state_dict() if self.teacher else {}, "budget": self.budget.state_dict(),
                 "entropy": self.entropy.state_dict(), "rng": self.rng.bit_generator.state,
                 "generator": self.generator.get_state(), "rounds": self.rounds,
-                "last_round_step": self.last_round_step, "known_queries": sorted(self.known_queries),
+                "last_round_step": self.last_round_step, "consumed_labels": sorted(self.consumed),
+                "label_ids": self.label_ids,
                 "labelled_features": self.labelled_features, "holdout": self.holdout, "seconds": self.seconds,
                 "counts": self.counts}
 
@@ -345,9 +388,15 @@ class PreferenceLoop:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
         self.rounds, self.last_round_step = state["rounds"], state["last_round_step"]
-        self.known_queries = set(state["known_queries"])
         self.labelled_features, self.holdout = state["labelled_features"], state["holdout"]
-        self.seconds, self.counts = state["seconds"], state["counts"]
+        if "consumed_labels" in state:
+            self.consumed, self.label_ids = set(state["consumed_labels"]), state["label_ids"]
+        else:  # a checkpoint that tracked query ids: its labels stay for good (they cannot be told apart)
+            known, current = set(state["known_queries"]), self.store.effective_label_ids(self.labeller)
+            self.consumed = {r.id for r in self.store.labels() if r.query_id in known and r.id in current}
+            self.label_ids = torch.full((len(self.learner),), -1, dtype=torch.int64)
+            self.holdout = [(*h, np.full(len(h[2]), -1)) for h in self.holdout]
+        self.seconds, self.counts = state["seconds"], {**self.counts, **state["counts"]}
 
     def save_model(self) -> Path:
         """Write the reward model next to the checkpoint (loadable with `RewardEnsemble.load`)."""

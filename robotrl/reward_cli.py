@@ -293,11 +293,13 @@ def cmd_queries(args: argparse.Namespace) -> int:
     source = Path(args.source)
     stride = 1
     if source.is_dir():
+        run = source.name
         if args.rollouts:
+            run = oq.rollout_run_name(source, args.seed, Path(args.out))
             config, buffer = oq.buffer_from_rollouts(source, args.rollouts, args.seed, args.deterministic)
         else:
             config, buffer, stride = oq.buffer_from_run(source)
-        env_id, kwargs, run = config.env.id, config.env.kwargs, source.name
+        env_id, kwargs = config.env.id, config.env.kwargs
     elif source.suffix == ".npz" and source.exists():
         if args.env is None:
             raise ValueError("a .npz dataset needs --env ENV_ID (the task it was recorded on)")

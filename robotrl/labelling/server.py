@@ -2,12 +2,14 @@
 
 Each label is one committed SQLite transaction before the server answers 201, so a crash loses nothing that was
 confirmed. `/api/next` hands out a one-time ticket per (annotator, query) that `/api/label` must present: together with
-`LabelStore.add_label_once` this turns replayed or double submissions into 409s that write nothing.
+`LabelStore.add_label_once` this turns replayed or double submissions into 409s that write nothing. The first
+`/api/next` for an annotator name since the server started also returns that name's secret key, which `/api/undo`
+requires (the page keeps it in sessionStorage), so no one else can retract their labels.
 
-Security: the server binds 127.0.0.1 by default and then only answers requests addressed to a loopback name (against
-DNS rebinding). Binding any other address requires an access token (generated when not given) that every request must
-carry: `?token=` on the first page load (which sets a cookie, so `<video src>` works), then the `X-Robotrl-Token`
-header or the cookie.
+Security: the server binds 127.0.0.1 by default and then only answers requests addressed to a loopback name or
+address such as `localhost`, `127.0.0.1` or `[::1]` (against DNS rebinding). Binding any other address requires an
+access token (generated when not given) that every request must carry: `?token=` on the first page load (which sets a
+cookie, so `<video src>` works), then the `X-Robotrl-Token` header or the cookie.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ ANNOTATOR_PATTERN = re.compile(r"[A-Za-z0-9 _.@-]{1,64}")
 VIDEO_NAME = re.compile(r"(\d{1,18})\.webm")
 PREFETCH_QUERIES = 4  # queries whose videos are rendered ahead of the annotator
 MAX_TICKETS = 4096  # outstanding tickets kept; the oldest are forgotten first
-LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
+HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:]+)(?::\d{1,5})?")  # host, or [IPv6 address], and a port
+MAX_QUERY_ID = 2**63  # SQLite integers are signed 64-bit
 STATIC_DIR = Path(str(files("robotrl.labelling") / "static"))
 
 
@@ -85,6 +88,28 @@ class Tickets:
             self._issued[ticket] = (annotator, query_id)
 
 
+class AnnotatorKeys:
+    """One secret key per annotator name, handed to whoever asks first for that name since the server started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}
+
+    def claim(self, annotator: str) -> str | None:
+        """A new key for `annotator` if none was issued yet, else None (the key is never shown twice)."""
+        with self._lock:
+            if annotator in self._keys:
+                return None
+            key = self._keys[annotator] = secrets.token_urlsafe(16)
+            return key
+
+    def check(self, annotator: str, key: Any) -> bool:
+        """Whether `key` is the one issued for `annotator`."""
+        with self._lock:
+            expected = self._keys.get(annotator)
+        return expected is not None and isinstance(key, str) and hmac.compare_digest(key.encode(), expected.encode())
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` names this machine only (so no one else can reach a server bound to it)."""
     if host == "localhost":
@@ -117,10 +142,11 @@ def create_app(store_path: str | Path, *, cache_dir: str | Path | None = None, t
     videos = SegmentVideos(store_path, cache_dir if cache_dir is not None else store_path.parent / "label_videos",
                            width=width, height=height, fps=fps, camera=camera)
     tickets = Tickets()
+    keys = AnnotatorKeys()
     expected_token = None if token is None else token.encode()
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
-    app.config.update(MAX_CONTENT_LENGTH=max_body, TRUSTED_HOSTS=None if token is not None else LOOPBACK_NAMES)
+    app.config.update(MAX_CONTENT_LENGTH=max_body)
     app.extensions["robotrl_videos"] = videos
 
     @contextmanager
@@ -137,8 +163,12 @@ def create_app(store_path: str | Path, *, cache_dir: str | Path | None = None, t
         return jsonify(error=error.description), error.code or 500
 
     @app.before_request
-    def check_token() -> None:
+    def check_access() -> None:
         if expected_token is None:
+            host = HOST_HEADER.fullmatch(request.headers.get("Host", ""))
+            if host is None or not is_loopback(host.group(1).lower()):
+                raise ApiError(400, "without an access token the server only answers requests addressed to "
+                                    "localhost or a loopback address")
             return
         given = request.headers.get(TOKEN_HEADER) or request.args.get("token") or request.cookies.get(TOKEN_COOKIE)
         if not given or not hmac.compare_digest(given.encode(), expected_token):
@@ -178,7 +208,7 @@ def create_app(store_path: str | Path, *, cache_dir: str | Path | None = None, t
                      "left": {"segment": left, "video": f"/videos/{left}.webm"},
                      "right": {"segment": right, "video": f"/videos/{right}.webm"}}
         videos.prefetch([segment for pair in upcoming for segment in pair])
-        return jsonify(query=query, task=task,
+        return jsonify(query=query, task=task, key=keys.claim(annotator),
                        progress={"labelled": total - len(pending), "total": total, "pending": len(pending)})
 
     @app.post("/api/label")
@@ -189,8 +219,8 @@ def create_app(store_path: str | Path, *, cache_dir: str | Path | None = None, t
         if kind not in LABELS:
             raise ApiError(400, f"label must be one of {', '.join(LABELS)}, got {kind!r}")
         query_id, ticket = body.get("query"), body.get("ticket")
-        if not isinstance(query_id, int) or isinstance(query_id, bool):
-            raise ApiError(400, f"query must be a query id (an integer), got {query_id!r}")
+        if not isinstance(query_id, int) or isinstance(query_id, bool) or not 0 < query_id < MAX_QUERY_ID:
+            raise ApiError(400, f"query must be a query id (a positive 64-bit integer), got {query_id!r}")
         if not isinstance(ticket, str) or not ticket:
             raise ApiError(400, "ticket missing: ask /api/next for the query to label")
         with opened_store() as store:
@@ -211,7 +241,11 @@ def create_app(store_path: str | Path, *, cache_dir: str | Path | None = None, t
 
     @app.post("/api/undo")
     def undo() -> Response:
-        annotator = parse_annotator(json_body().get("annotator"))
+        body = json_body()
+        annotator = parse_annotator(body.get("annotator"))
+        if not keys.check(annotator, body.get("key")):
+            raise ApiError(403, f"undo needs {annotator}'s key, which the page that first asked for {annotator}'s "
+                                f"queries since the server started received: undo from that page")
         with opened_store() as store:
             record = store.retract_last(f"web:{annotator}")
         if record is None:

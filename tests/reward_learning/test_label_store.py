@@ -55,12 +55,13 @@ def test_round_trip_through_a_reopened_store(tmp_path):
     path = tmp_path / "runs" / "x" / "labels.sqlite"
     store, segs, queries = filled_store(path)
     assert store.pending_queries() == queries
-    store.add_labels(queries, [Label.RIGHT, 0, "right"], labeller="scripted:oracle")
+    label_ids = store.add_labels(queries, [Label.RIGHT, 0, "right"], labeller="scripted:oracle")
     store.close()
 
     with LabelStore(path, **TASK) as again:
         assert again.pending_queries() == []
-        left, right, labels, qids = again.labelled_pairs()
+        left, right, labels, qids, lids = again.labelled_pairs()
+        assert lids.tolist() == label_ids and again.effective_label_ids() == set(label_ids)
         assert_segments_equal(left, segs[[0, 1, 2]])
         assert_segments_equal(right, segs[[3, 4, 5]])
         assert labels.tolist() == [Label.RIGHT, Label.LEFT, Label.RIGHT] and qids.tolist() == queries
@@ -153,7 +154,7 @@ def test_invalid_writes_leave_the_store_unchanged(tmp_path):
 
 def test_equal_and_skip_are_kept_and_skip_is_excluded_by_default(tmp_path):
     store, segs, queries = filled_store(tmp_path / "labels.sqlite")
-    store.add_labels(queries, ["equal", Label.SKIP, "left"], labeller="scripted")
+    label_ids = store.add_labels(queries, ["equal", Label.SKIP, "left"], labeller="scripted")
     counts = store.counts()
     assert (counts["equal"], counts["skip"], counts["left"], counts["right"]) == (1, 1, 1, 0)
     assert counts["pending"] == 0 and counts["labelled_queries"] == 3
@@ -164,10 +165,11 @@ def test_equal_and_skip_are_kept_and_skip_is_excluded_by_default(tmp_path):
     with_skips = store.labelled_pairs(include_skipped=True)
     assert with_skips.labels.tolist() == [Label.EQUAL, Label.SKIP, Label.LEFT]
     assert_segments_equal(with_skips.right, segs[[3, 4, 5]])
-    later = store.labelled_pairs(include_skipped=True, exclude_queries={queries[0], queries[1]})  # already trained on
+    later = store.labelled_pairs(include_skipped=True, exclude_labels=set(label_ids[:2]))  # already trained on
     assert later.query_ids.tolist() == [queries[2]] and later.labels.tolist() == [Label.LEFT]
+    assert later.label_ids.tolist() == label_ids[2:]
     assert_segments_equal(later.left, segs[[2]])
-    assert len(store.labelled_pairs(exclude_queries=set(queries)).labels) == 0
+    assert len(store.labelled_pairs(exclude_labels=set(label_ids)).labels) == 0
     store.close()
 
 
@@ -191,8 +193,8 @@ def test_several_labellers_keep_their_latest_labels(tmp_path):
 
 def test_empty_store_gives_empty_tensors(tmp_path):
     with LabelStore(tmp_path / "labels.sqlite", **TASK) as store:
-        left, right, labels, qids = store.labelled_pairs()
-        assert len(left) == len(right) == len(labels) == len(qids) == 0
+        left, right, labels, qids, lids = store.labelled_pairs()
+        assert len(left) == len(right) == len(labels) == len(qids) == len(lids) == 0
         assert left.obs.shape[2:] == OBS and left.components.shape[2:] == (2,)
 
 
@@ -359,3 +361,18 @@ def test_version_1_store_is_upgraded_in_place(tmp_path):
         assert upgraded.labelled_pairs().labels.tolist() == [Label.LEFT]
         assert upgraded.retract_last("scripted:oracle").query_id == queries[0]
         assert upgraded.pending_queries() == queries
+
+
+def test_widened_pairs_need_the_wider_segments_stored(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite", **TASK)
+    ep = episode(30, 0)
+    wide = slices(ep, 0, [0, 10], length=L + 4)  # two steps more on each side, as SURF with window 2 stores them
+    store.add_segments(wide, run="r")
+    shown = store.add_segments(slices(ep, 0, [2, 12]), run="r")
+    queries = store.add_queries(shown[:1], shown[1:], round=0, sampler="uniform")
+    store.add_labels(queries, ["left"], labeller="scripted")
+    pairs = store.labelled_pairs(widen=2)
+    assert_segments_equal(pairs.left, wide[[0]]) and assert_segments_equal(pairs.right, wide[[1]])
+    with pytest.raises(ValueError, match="does not hold the 3 steps on each side"):
+        store.labelled_pairs(widen=3)
+    store.close()

@@ -71,9 +71,14 @@ def answer(client, query: dict, label: str, annotator: str = "alice"):
                                            "ticket": query["ticket"]})
 
 
+def undo(client, key: str | None, annotator: str = "alice"):
+    return client.post("/api/undo", json={"annotator": annotator, "key": key})
+
+
 def test_next_label_undo_flow_writes_rows(client, store_path):
     first = next_query(client)
-    assert first["task"] == "Pendulum-v1"
+    key = first["key"]
+    assert first["task"] == "Pendulum-v1" and key
     assert first["progress"] == {"labelled": 0, "total": 3, "pending": 3}
     query = first["query"]
     assert query["id"] == 1 and query["left"] == {"segment": 1, "video": "/videos/1.webm"}
@@ -85,11 +90,12 @@ def test_next_label_undo_flow_writes_rows(client, store_path):
 
     second = next_query(client)
     assert second["query"]["id"] == 2 and second["progress"] == {"labelled": 1, "total": 3, "pending": 2}
+    assert second["key"] is None, "the key is handed out once"
     assert next_query(client, "bob")["query"]["id"] == 1, "pending is per annotator"
     assert answer(client, second["query"], "equal").status_code == 201
 
-    undo = client.post("/api/undo", json={"annotator": "alice"})
-    assert undo.status_code == 200 and undo.json == {"query": 2, "label": "equal"}
+    undone = undo(client, key)
+    assert undone.status_code == 200 and undone.json == {"query": 2, "label": "equal"}
     again = next_query(client)
     assert again["query"]["id"] == 2 and again["progress"]["labelled"] == 1
     assert answer(client, again["query"], "right").status_code == 201
@@ -101,8 +107,8 @@ def test_next_label_undo_flow_writes_rows(client, store_path):
     assert counts(store_path)["retracted"] == 1
 
     for expected in (3, 2, 1):
-        assert client.post("/api/undo", json={"annotator": "alice"}).json["query"] == expected
-    nothing = client.post("/api/undo", json={"annotator": "alice"})
+        assert undo(client, key).json["query"] == expected
+    nothing = undo(client, key)
     assert nothing.status_code == 404 and "nothing to undo" in nothing.json["error"]
 
 
@@ -146,6 +152,10 @@ BAD_LABELS = [
     (_valid(query=True), 400),
     (_valid(ticket=""), 400),
     (_valid(query=999), 404),
+    (_valid(query=0), 400),
+    (_valid(query=-1), 400),
+    (_valid(query=2**63), 400),  # beyond SQLite's integers
+    (_valid(query=2**70), 400),
 ]
 
 
@@ -174,6 +184,19 @@ def test_non_json_and_oversized_bodies_are_rejected(client, store_path, kwargs, 
         response = client.post(path, **kwargs)
         assert response.status_code == status, (path, response.json)
     assert counts(store_path) == before
+
+
+def test_undo_needs_the_annotators_key(client, store_path):
+    key = next_query(client)["key"]
+    assert answer(client, next_query(client)["query"], "left").status_code == 201
+    bobs_key = next_query(client, "bob")["key"]
+    for wrong in (None, "", "guess", bobs_key, key + "x"):
+        refused = undo(client, wrong)
+        assert refused.status_code == 403 and "key" in refused.json["error"]
+    assert undo(client, key, "carol").status_code == 403, "no key was issued for carol"
+    assert counts(store_path)["retracted"] == 0
+    assert undo(client, key).json == {"query": 1, "label": "left"}
+    assert counts(store_path)["retracted"] == 1
 
 
 def test_bad_annotator_on_next_and_undo(client, store_path):
@@ -271,6 +294,14 @@ def test_a_token_guards_every_route(store_path, make_app):
 def test_without_token_only_loopback_hosts_are_answered(client):
     assert client.get("/api/stats", base_url="http://127.0.0.1:8765").status_code == 200
     assert client.get("/api/stats", base_url="http://evil.example:8765").status_code == 400  # DNS rebinding
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("[::1]", 200), ("[::1]:8765", 200), ("LOCALHOST:8765", 200), ("127.0.0.2", 200),
+    ("[::2]:8765", 400), ("[::1]evil:80", 400), ("localhost.evil.com", 400), ("::1:8765", 400), ("", 400),
+])
+def test_ipv6_loopback_and_other_host_headers(client, host, status):
+    assert client.get("/api/stats", headers={"Host": host}).status_code == status
 
 
 def test_other_hosts_require_a_token():

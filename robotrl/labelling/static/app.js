@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "robotrl-token";
 const NAME_KEY = "robotrl-annotator";
+const UNDO_KEY_PREFIX = "robotrl-undo-key:"; // + annotator name: the secret /api/undo asks for
 const POLL_MS = 2000;
 const MAX_DRIFT_S = 0.15; // resync the right video when it drifts further from the left one
 const KEYS = {
@@ -101,7 +102,8 @@ async function loadNext(message = "") {
     updateButtons();
     return;
   }
-  const { query, progress, task } = result.data;
+  const { query, progress, task, key } = result.data;
+  if (key) sessionStorage.setItem(UNDO_KEY_PREFIX + name, key); // sent once per name and server start
   $("task").textContent = task;
   $("progress").textContent = `${progress.labelled} labelled · ${progress.pending} to go`;
   showQuery(query);
@@ -142,7 +144,8 @@ async function undo() {
   state.busy = true;
   updateButtons();
   try {
-    const result = await api("POST", "/api/undo", { annotator: annotator() });
+    const key = sessionStorage.getItem(UNDO_KEY_PREFIX + annotator()) || "";
+    const result = await api("POST", "/api/undo", { annotator: annotator(), key });
     if (result.status === 200) {
       await loadNext(`Undid “${result.data.label}” on query ${result.data.query}.`);
     } else if (result.status === 404) {
