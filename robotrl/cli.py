@@ -4,8 +4,14 @@ label (a web page where people label preference queries)."""
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from robotrl.trainer import Trainer
 
 EPILOG = """examples:
   robotrl train configs/pendulum_sac.yaml
@@ -21,8 +27,11 @@ EPILOG = """examples:
 """
 
 
-def find_run(spec: str, runs_dir: Path = Path("runs")) -> Path:
-    """A run directory from a path, a run name prefix (newest match), or `latest`."""
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def find_run(spec: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """A run directory from a path, or a run name prefix (newest match) or `latest` looked up in `runs_dir`."""
     path = Path(spec)
     if path.is_dir() and (path / "config.yaml").exists():
         return path
@@ -31,7 +40,9 @@ def find_run(spec: str, runs_dir: Path = Path("runs")) -> Path:
     if spec != "latest":
         candidates = [p for p in candidates if p.name.startswith(spec)]
     if not candidates:
-        raise ValueError(f"no run found for '{spec}': pass a run directory (runs/<name>-<time>), a run name, or latest")
+        raise ValueError(f"no run found for '{spec}' (looked for a run directory {path} and for runs in "
+                         f"{runs_dir.resolve()}): pass a run directory, a run name, or latest, and --runs-dir DIR "
+                         "for runs outside runs/")
     return candidates[-1]
 
 
@@ -40,18 +51,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robotrl.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
-    result = Trainer(config, run_dir=args.run_dir, progress=not args.no_progress).train()
-    print(f"run: {result.run_dir}  steps: {result.steps}  final eval: {_fmt(result.final_eval)}")
-    return 0
+    return run_training(Trainer(config, run_dir=args.run_dir, progress=not args.no_progress))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from robotrl.trainer import Trainer
 
-    run = find_run(args.run)
+    run = find_run(args.run, args.runs_dir)
     trainer = Trainer.resume(run, progress=not args.no_progress, overrides=tuple(args.overrides))
     print(f"resuming {run} from step {trainer.step}")
-    result = trainer.train()
+    return run_training(trainer)
+
+
+def run_training(trainer: Trainer) -> int:
+    """Train and print the result; an interrupt once a checkpoint exists says how to continue."""
+    from robotrl.trainer import CHECKPOINT
+
+    try:
+        result = trainer.train()
+    except KeyboardInterrupt as interrupt:  # the trainer checkpoints on its way out
+        if not (trainer.run_dir / CHECKPOINT).exists():  # interrupted before the training loop began
+            raise
+        print(f"interrupted; continue from the last checkpoint with `robotrl resume {trainer.run_dir}`",
+              file=sys.stderr)
+        return interrupted_exit_code(interrupt)
     print(f"run: {result.run_dir}  steps: {result.steps}  final eval: {_fmt(result.final_eval)}")
     return 0
 
@@ -59,7 +82,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from robotrl.policy import load_policy
 
-    run = find_run(args.run)
+    run = find_run(args.run, args.runs_dir)
     policy = load_policy(run, device=args.device)
     video_dir = Path(args.video_dir) / run.name if args.video else None
     result = policy.evaluate(args.episodes, seed=args.seed, video_dir=video_dir, width=args.width,
@@ -73,7 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from robotrl.plotting import DEFAULT_METRICS, plot_runs, reward_metrics
 
-    runs = [find_run(r) for r in args.runs]
+    runs = [find_run(r, args.runs_dir) for r in args.runs]
     out = Path(args.out) if args.out else (runs[0] / "curves.png")
     metrics, extra = (args.metric, []) if args.metric else (list(DEFAULT_METRICS), reward_metrics(runs))
     plot_runs(runs, metrics, out, window=args.smooth, title=args.title, extra=extra)
@@ -171,6 +194,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_runs_dir(p: argparse.ArgumentParser) -> None:
+    """The --runs-dir option of commands that look runs up by name or `latest`."""
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, metavar="DIR",
+                   help=f"folder where run names and 'latest' are looked up (default: {DEFAULT_RUNS_DIR})")
+
+
 def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k}={v:.2f}" for k, v in metrics.items())
 
@@ -197,21 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory, run name prefix, or 'latest'")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. a larger train.total_steps)")
     p.add_argument("--no-progress", action="store_true")
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("eval", help="evaluate a trained run, optionally writing mp4 videos",
                        description="Run deterministic evaluation episodes from a run's checkpoint. With --video, "
                        "writes one mp4 per episode under videos/<run>/ (headless, no display needed).")
     p.add_argument("run", help="run directory, run name prefix, or 'latest'")
-    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--episodes", type=_positive_int, default=5)
     p.add_argument("--video", action="store_true", help="render episodes to videos/<run>/episode-NNN.mp4")
     p.add_argument("--video-dir", default="videos", help="parent folder for videos (default: videos)")
-    p.add_argument("--width", type=int, default=None, help="video width (default: the run's video.width)")
-    p.add_argument("--height", type=int, default=None, help="video height (default: the run's video.height)")
+    p.add_argument("--width", type=_positive_int, default=None, help="video width (default: the run's video.width)")
+    p.add_argument("--height", type=_positive_int, default=None,
+                   help="video height (default: the run's video.height)")
     p.add_argument("--camera", default=None, help="MuJoCo camera name or id")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
     p.add_argument("--device", default="auto")
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="plot learning curves of one or more runs to a PNG",
@@ -225,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG path (default: <first run>/curves.png)")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window")
     p.add_argument("--title", default=None)
+    _add_runs_dir(p)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("envs", help="list registered environment ids")
@@ -495,21 +528,43 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from robotrl.config import ConfigError
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as interrupt:
+        print("interrupted", file=sys.stderr)
+        return interrupted_exit_code(interrupt)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError, FloatingPointError) as err:
+        code = error_exit_code(err)
+        if code is None:  # a bug: keep its traceback
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return code
+
+
+def error_exit_code(err: Exception) -> int | None:
+    """The exit status of an error the user can act on: 3 when training diverged (NaN/inf), 2 for a bad config,
+    file, checkpoint, model or a missing optional package; None for anything else (a bug)."""
+    from reward_learning import LLMError, VLMWeightsError
     from robotrl.core.checkpoint import CheckpointError
     from robotrl.trainer import TrainingDiverged
 
-    try:
-        return args.func(args)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+    if isinstance(err, TrainingDiverged | FloatingPointError):
         return 3
-    except KeyboardInterrupt:
-        print("interrupted: checkpoint saved; continue with `robotrl resume <run>`", file=sys.stderr)
-        return 130
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    if isinstance(err, ValueError | FileNotFoundError | CheckpointError | LLMError | VLMWeightsError):
         return 2
+    if isinstance(err, ModuleNotFoundError) or isinstance(err.__context__, ModuleNotFoundError):
+        return 2  # e.g. logging.wandb set without wandb installed
+    return None
+
+
+def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal, as a shell reports it: 143 for SIGTERM, 130 for Ctrl-C.
+
+    The trainer raises the signals it handles (SIGTERM, and those held back during a feedback round) as interrupts
+    that name the signal ("received signal 15"); any other interrupt is Ctrl-C.
+    """
+    named = re.search(r"received signal (\d+)", str(interrupt))
+    return 128 + (int(named.group(1)) if named else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from reward_learning.heron import HeronConfig, HeronTeacher
 from reward_learning.models import RewardModelConfig
@@ -30,22 +40,54 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _not_bool(value: Any) -> Any:
+    """Reject true/false where a number is expected (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+"""An int field that refuses booleans (`train.total_steps: true` is a mistake, not 1 step)."""
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_device(spec: str) -> str:
+    """Accept the device names `resolve_device` understands, so a typo fails when the config is read."""
+    if not DEVICE_PATTERN.fullmatch(spec.strip().lower()):
+        raise ValueError("must be auto, cpu, cuda, cuda:N (N: a GPU index, e.g. cuda:0) or mps")
+    return spec
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+
+
+def known_teachers() -> list[str]:
+    """The names reward.preference.teacher accepts: B-Pref's presets, heron, vlm and human."""
+    from reward_learning.teachers import TEACHER_PRESETS
+    from reward_learning.vlm_teacher import VLMTeacher
+    from robotrl.preference import HUMAN  # imported here: robotrl.preference imports this module
+
+    return [*TEACHER_PRESETS, HeronTeacher.name, VLMTeacher.name, HUMAN]
+
+
 class EnvConfig(Strict):
     id: str = Field(description="environment id, see `robotrl envs`")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the environment constructor")
-    num_envs: int = Field(1, gt=0)
+    num_envs: Int = Field(1, gt=0)
     vectorization: Literal["sync", "async"] = "sync"
-    max_episode_steps: int | None = Field(None, gt=0)
+    max_episode_steps: Int | None = Field(None, gt=0)
 
 
 class TrainConfig(Strict):
-    total_steps: int = Field(100_000, gt=0, description="env steps (summed over parallel envs); on-policy runs "
+    total_steps: Int = Field(100_000, gt=0, description="env steps (summed over parallel envs); on-policy runs "
                              "finish the rollout that crosses it")
-    eval_every: int = Field(10_000, ge=0, description="env steps between evaluations; 0 = only at the end")
-    eval_episodes: int = Field(5, gt=0)
-    checkpoint_every: int = Field(10_000, gt=0)
-    log_every: int = Field(1_000, gt=0)
-    torch_threads: int | None = Field(1, gt=0, description="intra-op threads; small MLPs are fastest on 1-2")
+    eval_every: Int = Field(10_000, ge=0, description="env steps between evaluations; 0 = only at the end")
+    eval_episodes: Int = Field(5, gt=0)
+    checkpoint_every: Int = Field(10_000, gt=0)
+    log_every: Int = Field(1_000, gt=0)
+    torch_threads: Int | None = Field(1, gt=0, description="intra-op threads; small MLPs are fastest on 1-2")
     save_buffer: bool = Field(True, description="store the replay buffer in checkpoints (exact resume)")
 
 
@@ -66,30 +108,40 @@ class PreferenceConfig(Strict):
     teacher_weights: dict[str, float] | None = Field(None, description="the teacher judges this weighted sum of "
                                                      "reward components; null = the env reward")
     threshold_quirk: bool = Field(False, description="reproduce B-Pref's eps^2 threshold scaling")
-    budget: int = Field(1000, gt=0, description="total queries asked (skips count, as in B-Pref)")
-    queries_per_round: int = Field(100, gt=0)
+    budget: Int = Field(1000, gt=0, description="total queries asked (skips count, as in B-Pref)")
+    queries_per_round: Int = Field(100, gt=0)
     schedule: Literal["constant", "linear_decay"] = "constant"
     sampler: Literal["uniform", "disagreement", "entropy", "kcenter", "kcenter_disagreement",
                      "kcenter_entropy"] = "disagreement"
-    candidate_factor: int = Field(10, ge=1, description="candidates per query for active samplers (large_batch)")
-    segment_length: int = Field(50, gt=0)
-    query_every: int = Field(20000, gt=0, description="env steps between feedback rounds (num_interact)")
-    unsup_steps: int = Field(9000, ge=0, description="state-entropy pre-training steps after learning_starts")
-    entropy_k: int = Field(5, ge=1)
+    candidate_factor: Int = Field(10, ge=1, description="candidates per query for active samplers (large_batch)")
+    segment_length: Int = Field(50, gt=0)
+    query_every: Int = Field(20000, gt=0, description="env steps between feedback rounds (num_interact)")
+    unsup_steps: Int = Field(9000, ge=0, description="state-entropy pre-training steps after learning_starts")
+    entropy_k: Int = Field(5, ge=1)
     reset_critic: bool = True
-    reset_updates: int = Field(100, ge=0, description="agent updates right after the critic reset")
+    reset_updates: Int = Field(100, ge=0, description="agent updates right after the critic reset")
     holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of labels kept out of training to "
                                     "measure preference accuracy")
-    diagnostic_pairs: int = Field(256, ge=0, description="fresh pairs labelled by the true reward each round, only "
+    diagnostic_pairs: Int = Field(256, ge=0, description="fresh pairs labelled by the true reward each round, only "
                                   "to log accuracy (never trained on, not counted in the budget); 0 = off")
-    starc_samples: int = Field(10_000, ge=0, description="latest stored transitions on which each round logs the "
+    starc_samples: Int = Field(10_000, ge=0, description="latest stored transitions on which each round logs the "
                                "STARC distance of the learned from the true reward (reward/starc_distance); 0 = off")
     labels_from: str | None = Field(None, description="an existing label store whose labels train the model first")
-    segment_pool: int = Field(100_000, gt=0, description="PrefPPO: recent transitions kept for segments")
+    segment_pool: Int = Field(100_000, gt=0, description="PrefPPO: recent transitions kept for segments")
     model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     surf: SURFConfig = Field(default_factory=SURFConfig)
     heron: HeronConfig | None = Field(None, description="teacher heron: importance levels, margins, directions, "
                                       "tie rule")
+
+    @field_validator("teacher")
+    @classmethod
+    def _check_teacher(cls, name: str) -> str:
+        known = known_teachers()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"unknown teacher; {hint}known teachers: {', '.join(known)}")
+        return name
 
     @model_validator(mode="after")
     def _check_heron(self) -> PreferenceConfig:
@@ -121,14 +173,14 @@ class VLMConfig(Strict):
     success_head: str | None = Field(None, description="a success classifier fitted on this model's embeddings "
                                      "(`robotrl reward success-head`): the reward is then P(success | frame) and "
                                      "the prompts are not used")
-    batch_size: int = Field(64, gt=0, description="frames per model call")
-    width: int | None = Field(None, gt=0, description="frame width; null = the model's input size")
-    height: int | None = Field(None, gt=0, description="frame height; null = the model's input size")
+    batch_size: Int = Field(64, gt=0, description="frames per model call")
+    width: Int | None = Field(None, gt=0, description="frame width; null = the model's input size")
+    height: Int | None = Field(None, gt=0, description="frame height; null = the model's input size")
     camera: str | int | None = Field(None, description="MuJoCo camera name or id; null = the env's default "
                                      "(textured/Humanoid-v5: VLM-RM's tracking camera)")
     fast_rendering: bool = Field(True, description="MuJoCo frames without multisampling and with smaller shadow "
                                  "maps: ~2.5x faster in software GL, nearly the same picture")
-    device: str = Field("auto", description="where the VLM runs: auto | cpu | cuda | cuda:N")
+    device: Device = Field("auto", description="where the VLM runs: auto | cpu | cuda | cuda:N | mps")
     precision: Literal["float32", "bfloat16", "float16"] = Field("float32", description="autocast dtype of the "
                                                                   "model: bfloat16 is ~3x faster on CPUs with AMX, "
                                                                   "float16 suits GPUs")
@@ -143,8 +195,8 @@ class RewardCodeConfig(Strict):
     path: str | None = Field(None, description="a file defining compute_dense_reward(obs, action, next_obs, ...); "
                              "the run keeps a copy, reward_code.py, and a resumed run uses that copy")
     cpu_seconds: float = Field(5.0, gt=0, description="CPU-time limit of one evaluation (wall clock: twice that)")
-    memory_mb: int = Field(1024, gt=0, description="memory the reward code may use beyond the worker's own")
-    batch_size: int = Field(256, gt=0, description="off-policy agents: transitions per sandbox call (their rewards "
+    memory_mb: Int = Field(1024, gt=0, description="memory the reward code may use beyond the worker's own")
+    batch_size: Int = Field(256, gt=0, description="off-policy agents: transitions per sandbox call (their rewards "
                             "are written into the replay buffer when a batch fills, before each update round and "
                             "checkpoint); PPO scores each rollout in one call")
     score_every: Literal["batch", "step"] = Field("batch", description="batch: score transitions in batches (see "
@@ -182,16 +234,16 @@ class LoggingConfig(Strict):
 
 
 class VideoConfig(Strict):
-    width: int = Field(480, gt=0)
-    height: int = Field(480, gt=0)
+    width: Int = Field(480, gt=0)
+    height: Int = Field(480, gt=0)
     camera: str | int | None = None
-    fps: int = Field(30, gt=0)
+    fps: Int = Field(30, gt=0)
 
 
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = 0
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: Int = 0
+    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     runs_dir: str = "runs"
     env: EnvConfig
     algo: AlgoConfig
@@ -201,8 +253,27 @@ class RunConfig(Strict):
     video: VideoConfig = Field(default_factory=VideoConfig)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e5`, `3e-4`, `-.5` are numbers, not strings as in YAML 1.1."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML the way config files and overrides both are (see `_Loader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (so `1e-3`, `[64, 64]`, `null` work)."""
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (so `1e-3`, `[64, 64]`, `null` work).
+
+    A section that is null (e.g. `reward.preference.heron` in a saved config) is filled by overrides below it.
+    """
     if "=" not in override:
         raise ConfigError(f"override '{override}' must look like key.sub=value")
     key, text = override.split("=", 1)
@@ -210,26 +281,18 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not all(parts):
         raise ConfigError(f"override '{override}' has an empty key part")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{override}': value is not valid YAML ({err})") from None
-    if isinstance(value, str):
-        value = _maybe_number(value)
     node = raw
     for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"override '{override}': '{'.'.join(parts[: i + 1])}' is a value, not a section")
         node = child
     node[parts[-1]] = value
-
-
-def _maybe_number(text: str) -> Any:
-    """YAML 1.1 reads `3e-4` as a string; read it as a float as users expect."""
-    try:
-        return float(text) if any(ch in text for ch in "eE.") else text
-    except ValueError:
-        return text
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
@@ -242,7 +305,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = parse_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(loaded, dict):

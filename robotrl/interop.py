@@ -1,8 +1,9 @@
 """Train gymnasium and Stable-Baselines3 agents on any `RewardSource` (a learned reward model, a component reweighting).
 
 `RewardSourceWrapper` relabels one gymnasium env; `RewardVecEnvWrapper` relabels an SB3 VecEnv in one batched call per
-step. Both hand the source the same batch keys and float32 tensors as robotrl's own trainer, keep the env reward in
-``info["env_reward"]`` and the source's in ``info["learned_reward"]``. SB3 is imported only when `RewardVecEnvWrapper`
+step. Both hand the source the same batch keys and float32 tensors as robotrl's own trainer (actions in its agent
+encoding, see `ActionAdapter`), keep the env reward in ``info["env_reward"]`` and the source's in
+``info["learned_reward"]``. SB3 is imported only when `RewardVecEnvWrapper`
 is first used (``pip install robotrl[bench]``).
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from reward_learning import RewardSource
+from robotrl.spaces import ActionAdapter
 
 BATCH_KEYS = frozenset(
     {"obs", "action", "next_obs", "env_reward", "components", "terminated", "truncated", "episode_step"}
@@ -34,8 +36,9 @@ def declared_component_names(env: gym.Env) -> list[str] | None:
 class SourceLabeller:
     """Shared by both wrappers: builds the batch a reward source needs, calls it, and checks what it returns."""
 
-    def __init__(self, source: RewardSource, component_names: Sequence[str] | None, device: str | torch.device) -> None:
-        """Check that the wrappers can provide every key `source` needs."""
+    def __init__(self, source: RewardSource, component_names: Sequence[str] | None, device: str | torch.device,
+                 action_space: gym.Space) -> None:
+        """Check that the wrappers can provide every key `source` needs (actions of `action_space`)."""
         if not callable(source):
             raise TypeError(f"reward_source must be a RewardSource (callable on a batch); got {type(source).__name__}")
         self.source = source
@@ -46,8 +49,15 @@ class SourceLabeller:
             raise ValueError(f"{self.label} needs {missing}, which these wrappers do not provide; "
                              f"they provide {sorted(BATCH_KEYS)}")
         self.needs = frozenset(needs)
+        self.adapter = ActionAdapter.from_space(action_space) if "action" in self.needs else None
         self.component_names = None if component_names is None else list(component_names)
         self.device = torch.device(device)
+
+    def actions(self, env_actions: np.ndarray) -> np.ndarray:
+        """A batch of env actions as robotrl's buffers store them: [n, d] in [-1, 1] for a Box, [n, 1] indices for a
+        Discrete space (what its reward models are trained on)."""
+        assert self.adapter is not None
+        return self.adapter.from_env(env_actions)
 
     def components(self, infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """[n, k] reward components from each step's ``info["reward_components"]``, in `component_names` order.
@@ -109,7 +119,8 @@ def _require_array_space(space: gym.Space, what: str) -> None:
 class RewardSourceWrapper(gym.Wrapper):
     """Replaces a gymnasium env's reward by ``reward_source`` on each transition (a batch of one).
 
-    The source gets float32 tensors on `device` for the keys it needs: obs, action, next_obs, env_reward, components
+    The source gets float32 tensors on `device` for the keys it needs: obs, action (as robotrl's trainer stores it: in
+    [-1, 1] for a Box, an index [1, 1] for a Discrete space), next_obs, env_reward, components
     (in `component_names` order, by default the order a robotrl env declares), terminated, truncated and episode_step
     (0 on the first step after reset). The info keeps ``"env_reward"`` and ``"learned_reward"``.
 
@@ -132,7 +143,7 @@ class RewardSourceWrapper(gym.Wrapper):
         super().__init__(env)
         _require_array_space(env.observation_space, "RewardSourceWrapper")
         names = component_names if component_names is not None else declared_component_names(env)
-        self.labeller = SourceLabeller(reward_source, names, device)
+        self.labeller = SourceLabeller(reward_source, names, device, env.action_space)
         self.reward_source = reward_source
         self.episode_step = 0
         self._obs: Any = None
@@ -151,7 +162,7 @@ class RewardSourceWrapper(gym.Wrapper):
         next_obs, env_reward, terminated, truncated, info = self.env.step(action)
         providers = {
             "obs": np.asarray(self._obs)[None],
-            "action": np.asarray(action)[None],
+            "action": lambda: self.labeller.actions(np.asarray(action)[None]),
             "next_obs": np.asarray(next_obs)[None],
             "env_reward": [env_reward],
             "components": lambda: self.labeller.components([info]),
@@ -197,7 +208,7 @@ class _RewardVecEnvMethods:
         _require_array_space(venv.observation_space, "RewardVecEnvWrapper")
         if component_names is None and venv.has_attr("reward_spec"):
             component_names = [component.name for component in venv.get_attr("reward_spec", indices=[0])[0]]
-        self.labeller = SourceLabeller(reward_source, component_names, device)
+        self.labeller = SourceLabeller(reward_source, component_names, device, venv.action_space)
         self.reward_source = reward_source
         self.episode_step = np.zeros(self.num_envs, dtype=np.int64)
         self._obs: np.ndarray | None = None
@@ -224,7 +235,7 @@ class _RewardVecEnvMethods:
         truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & dones
         providers = {
             "obs": self._obs,
-            "action": self._actions,
+            "action": lambda: self.labeller.actions(self._actions),
             "next_obs": lambda: self._final_observations(obs, dones, infos),
             "env_reward": env_reward,
             "components": lambda: self.labeller.components(infos),

@@ -39,12 +39,15 @@ class Policy:
 
     def evaluate(self, episodes: int, seed: int = 12345, video_dir: Path | None = None, width: int | None = None,
                  height: int | None = None, camera: str | int | None = None, deterministic: bool = True) -> EvalResult:
-        """Evaluation episodes on a fresh env, with one mp4 per episode when `video_dir` is given."""
+        """Evaluation episodes on a fresh env, with one mp4 per episode when `video_dir` is given (`width`, `height`
+        and `camera` default to the run's video settings)."""
+        if episodes <= 0:
+            raise ValueError(f"episodes must be positive, got {episodes}")
         cfg = self.config
         video = cfg.video
-        env = make_eval_env(cfg.env.id, cfg.env.kwargs, video_dir is not None, width or video.width,
-                            height or video.height, camera if camera is not None else video.camera,
-                            cfg.env.max_episode_steps)
+        env = make_eval_env(cfg.env.id, cfg.env.kwargs, video_dir is not None,
+                            video.width if width is None else width, video.height if height is None else height,
+                            video.camera if camera is None else camera, cfg.env.max_episode_steps)
         try:
             return evaluate(self.agent, env, self.adapter, episodes, seed, self.device, video_dir, video.fps,
                             deterministic)

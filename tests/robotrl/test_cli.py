@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +184,118 @@ def test_runs_are_found_by_name_prefix_and_latest(tmp_path, tiny_raw, capsys, mo
         assert main(["eval", spec, "--episodes", "1"]) == 0
         assert runs[0].name in capsys.readouterr().out
     assert main(["eval", "other-name", "--episodes", "1"]) == 2
+
+
+@pytest.mark.parametrize("option", [["--episodes", "0"], ["--episodes", "-1"], ["--width", "0"], ["--height", "0"]])
+def test_eval_rejects_counts_and_sizes_that_are_not_positive(trained_pendulum_run, option, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(trained_pendulum_run), *option])
+    assert info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+def test_policy_evaluate_needs_at_least_one_episode(trained_pendulum_run):
+    from robotrl.policy import load_policy
+
+    with pytest.raises(ValueError, match="episodes must be positive"):
+        load_policy(trained_pendulum_run).evaluate(0)
+
+
+def test_resume_eval_and_plot_find_runs_in_runs_dir(tmp_path, tiny_raw, capsys, monkeypatch):
+    """Run names and `latest` are looked up in --runs-dir, for configs whose runs_dir is not runs/."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    raw = tiny_raw("sac", train={"total_steps": 100})
+    raw["runs_dir"] = str(elsewhere)
+    assert main(["train", str(write_config(tmp_path, raw)), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["resume", "latest", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no run found for 'latest'" in err and str(tmp_path / "runs") in err and "--runs-dir" in err
+    assert main(["resume", "latest", "--runs-dir", str(elsewhere), "train.total_steps=200", "--no-progress"]) == 0
+    assert "steps: 200" in capsys.readouterr().out
+    assert main(["eval", "tiny-sac", "--runs-dir", str(elsewhere), "--episodes", "1"]) == 0
+    assert main(["plot", "latest", "--runs-dir", str(elsewhere), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_training_saves_a_checkpoint_and_exits_128_plus_the_signal(tmp_path, tiny_raw, capsys,
+                                                                              monkeypatch, sig, code):
+    from robotrl.trainer import CHECKPOINT, Trainer
+
+    periodic = Trainer._periodic
+
+    def interrupt_at_step_150(self, *args):
+        if self.step >= 150:
+            os.kill(os.getpid(), sig)  # Ctrl-C or `kill` while training
+        periodic(self, *args)
+
+    monkeypatch.setattr(Trainer, "_periodic", interrupt_at_step_150)
+    run = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path, tiny_raw("sac"))), "--run-dir", str(run), "--no-progress"]) == code
+    assert f"interrupted; continue from the last checkpoint with `robotrl resume {run}`" in capsys.readouterr().err
+    assert (run / CHECKPOINT).exists()
+
+
+def test_interrupt_outside_training_does_not_promise_a_checkpoint(trained_pendulum_run, tmp_path, capsys,
+                                                                  monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("robotrl.policy.load_policy", interrupt)
+    monkeypatch.setattr("robotrl.plotting.plot_runs", interrupt)
+    for argv in (["eval", str(trained_pendulum_run)], ["plot", str(trained_pendulum_run), "--out", "x.png"]):
+        assert main(argv) == 130
+        assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_missing_wandb_is_an_error_message_not_a_traceback(tmp_path, tiny_raw, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    raw = tiny_raw("sac", logging={"wandb": {"mode": "offline"}})
+    assert main(["train", str(write_config(tmp_path, raw)), "--no-progress", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "wandb" in err and "Traceback" not in err
+
+
+def test_error_exit_codes_keep_bugs_visible():
+    from robotrl.cli import error_exit_code
+    from robotrl.core.checkpoint import CheckpointError
+    from robotrl.trainer import TrainingDiverged
+
+    def wrapped_import_error() -> RuntimeError:
+        try:
+            try:
+                import no_such_package  # noqa: F401
+            except ImportError:
+                raise RuntimeError("logging.wandb.mode is set but wandb is missing") from None
+        except RuntimeError as err:
+            return err
+
+    assert error_exit_code(TrainingDiverged("nan")) == 3
+    assert error_exit_code(FloatingPointError("NaN while relabelling")) == 3
+    assert error_exit_code(CheckpointError("bad")) == 2 and error_exit_code(ValueError("bad")) == 2
+    assert error_exit_code(wrapped_import_error()) == 2
+    assert error_exit_code(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+
+
+@pytest.mark.parametrize("error, code", [(FloatingPointError("reward function returned NaN"), 3),
+                                         (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), None)])
+def test_main_prints_expected_errors_and_reraises_bugs(trained_pendulum_run, capsys, monkeypatch, error, code):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("robotrl.policy.load_policy", fail)
+    if code is None:
+        with pytest.raises(type(error)):
+            main(["eval", str(trained_pendulum_run)])
+    else:
+        assert main(["eval", str(trained_pendulum_run)]) == code
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_interrupt_exit_code_is_128_plus_the_signal_the_trainer_names():
+    from robotrl.cli import interrupted_exit_code
+
+    assert interrupted_exit_code(KeyboardInterrupt()) == 130  # Ctrl-C outside the trainer's handlers
+    assert interrupted_exit_code(KeyboardInterrupt("received signal 15")) == 143
+    assert interrupted_exit_code(KeyboardInterrupt("received signal 2 again")) == 130

@@ -162,3 +162,63 @@ def test_algo_specific_defaults_and_base_dict():
     base = {"name": "x", "env": {"id": "Pendulum-v1"}, "algo": {"name": "sac"}}
     load_config(None, ["algo.tau=0.5"], base=base)
     assert "tau" not in base["algo"]  # the caller's dict is not modified
+
+
+def test_scientific_notation_reads_the_same_in_files_and_overrides(tmp_path):
+    """YAML 1.1 reads `3e2` as a string; files and overrides both read it (and `1e1`, `-.5`) as a number."""
+    raw = yaml.safe_load((CONFIGS / "pendulum_sac.yaml").read_text())
+    raw["train"]["total_steps"] = "@steps"
+    raw["env"]["kwargs"] = {"g": "@g", "offset": "@offset", "tag": "v1e1"}
+    text = yaml.safe_dump(raw).replace("'@steps'", "3e2").replace("'@g'", "1e1").replace("'@offset'", "-.5")
+    from_file = load_config(write(tmp_path, text))
+    assert from_file.train.total_steps == 300 and from_file.env.kwargs == {"g": 10.0, "offset": -0.5, "tag": "v1e1"}
+    from_overrides = load_config(CONFIGS / "pendulum_sac.yaml", ["train.total_steps=3e2", "env.kwargs.g=1e1",
+                                                                  "env.kwargs.offset=-.5", "env.kwargs.tag=v1e1"])
+    assert from_overrides.train.total_steps == 300 and from_overrides.env.kwargs == from_file.env.kwargs
+    assert isinstance(from_overrides.env.kwargs["g"], float)
+
+
+def test_overrides_below_sections_that_are_null_in_a_saved_config(tmp_path):
+    saved = write(tmp_path, dump_config(load_config(CONFIGS / "pendulum_sac.yaml")), "config.yaml")
+    assert "teacher_weights: null" in saved.read_text() and "heron: null" in saved.read_text()
+    config = load_config(saved, ["reward.preference.teacher_weights.angle_squared=1"])
+    assert config.reward.preference.teacher_weights == {"angle_squared": 1.0}
+    config = load_config(saved, ["reward.preference.teacher=heron", "reward.preference.heron.levels=[angle_squared]",
+                                 "reward.preference.heron.ties=equal"])
+    assert config.reward.preference.heron.levels == ["angle_squared"] and config.reward.preference.heron.ties == "equal"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:-1", "cpu0", ""])
+def test_unknown_device_is_rejected_when_the_config_is_read(device):
+    with pytest.raises(ConfigError, match=r"device: .*must be auto, cpu, cuda, cuda:N"):
+        load_config(CONFIGS / "pendulum_sac.yaml", [f"device={device}"])
+    with pytest.raises(ConfigError, match=r"reward\.vlm\.device: .*must be auto, cpu, cuda, cuda:N"):
+        load_config(CONFIGS / "pendulum_sac.yaml", [f"reward.vlm.device={device}"])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "CUDA:0", "mps"])
+def test_known_devices_validate_without_a_gpu(device):
+    assert load_config(CONFIGS / "pendulum_sac.yaml", [f"device={device}"]).device == device
+
+
+def test_unknown_teacher_is_rejected_with_a_close_match_and_the_known_names():
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "pendulum_sac.yaml", ["reward.preference.teacher=orcale"])
+    message = str(info.value)
+    assert "reward.preference.teacher:" in message and "did you mean oracle" in message
+    assert all(name in message for name in ("noisy", "heron", "vlm", "human"))
+
+
+@pytest.mark.parametrize("teacher", ["oracle", "noisy", "mistake", "skip", "myopic", "equal", "human", "vlm", "heron"])
+def test_every_teacher_name_validates(teacher):
+    from robotrl.config import PreferenceConfig
+
+    heron = {"levels": ["angle_squared"]} if teacher == "heron" else None
+    assert PreferenceConfig(teacher=teacher, heron=heron).teacher == teacher
+
+
+@pytest.mark.parametrize("override", ["train.total_steps=true", "seed=false", "env.num_envs=true",
+                                      "reward.preference.budget=true", "env.max_episode_steps=true"])
+def test_booleans_are_not_accepted_as_integers(override):
+    with pytest.raises(ConfigError, match="expected an integer, got a boolean"):
+        load_config(CONFIGS / "pendulum_sac.yaml", [override])

@@ -81,7 +81,7 @@ def test_gym_wrapper_rewards_equal_the_source_on_the_same_transitions():
         next_obs, reward, terminated, truncated, info = wrapped.step(action)
         twin_next, twin_reward, _, _, _ = twin.step(action)
         np.testing.assert_array_equal(next_obs, twin_next)
-        expected = -twin_obs[0] + 0.5 * action[0] - 0.1 * twin_next[2]
+        expected = -twin_obs[0] + 0.5 * action[0] / 2 - 0.1 * twin_next[2]  # Pendulum's [-2, 2] seen as [-1, 1]
         assert reward == pytest.approx(expected, rel=1e-5, abs=1e-5)
         assert info["env_reward"] == twin_reward and info["learned_reward"] == reward
         batch = source.batches[-1]
@@ -154,7 +154,7 @@ def test_vec_wrapper_next_obs_of_ended_episodes_is_the_terminal_observation():
         next_obs, rewards, dones, infos = venv.step(actions)
         batch = source.batches[-1]
         np.testing.assert_array_equal(batch["obs"].numpy(), obs)  # the reset obs after an episode ended
-        np.testing.assert_array_equal(batch["action"].numpy(), actions)
+        np.testing.assert_allclose(batch["action"].numpy(), actions / 2, rtol=1e-6)  # Pendulum's [-2, 2] as [-1, 1]
         assert batch["episode_step"].tolist() == [step % 4, step % 6]
         assert batch["terminated"].tolist() == [0.0, 0.0] and batch["truncated"].tolist() == dones.tolist()
         np.testing.assert_allclose(batch["env_reward"].numpy(), [info["env_reward"] for info in infos], rtol=1e-6)
@@ -180,7 +180,7 @@ def test_vec_wrapper_separates_termination_from_truncation():
     kinds = set()
     for _ in range(60):
         _, rewards, dones, infos = venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
-        assert source.batches[-1]["action"].shape == (2,)
+        assert source.batches[-1]["action"].shape == (2, 1)
         for i in range(2):
             expected = 0.0 if not dones[i] else (2.0 if infos[i]["TimeLimit.truncated"] else 1.0)
             assert rewards[i] == expected
@@ -222,13 +222,61 @@ def test_sac_trains_on_the_learned_reward_and_stores_it_in_its_replay_buffer(one
     stored = buffer.rewards[:300, 0]
     np.testing.assert_allclose(stored, log.learned, rtol=1e-6)
     assert not np.allclose(stored, log.env_rewards, atol=0.1)
-    batch = {"obs": buffer.observations[:300, 0], "action": model.policy.unscale_action(buffer.actions[:300, 0]),
+    # SB3 stores actions scaled to [-1, 1], as robotrl's buffer does: the encoding the reward model was trained on
+    batch = {"obs": buffer.observations[:300, 0], "action": buffer.actions[:300, 0],
              "next_obs": buffer.next_observations[:300, 0]}
     with torch.no_grad():
         recomputed = source({k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}).numpy()
     np.testing.assert_allclose(stored, recomputed, rtol=1e-4, atol=1e-5)
     assert len(model.ep_info_buffer) == 6  # Monitor inside the VecEnv still reports env-reward episodes
     assert np.isclose(model.ep_info_buffer[0]["r"], sum(log.env_rewards[:50]), rtol=1e-4)
+
+
+
+def test_discrete_reward_model_gets_trainer_encoded_actions_through_both_wrappers():
+    """A CartPole reward ensemble (trained on [n, 1] action indices) rewards as it does on the trainer's batch."""
+    from reward_learning.models import LearnedReward, RewardEnsemble, RewardModelConfig
+    from robotrl.interop import RewardVecEnvWrapper
+
+    torch.manual_seed(0)
+    model = RewardEnsemble((4,), 2, RewardModelConfig(hidden_sizes=[8]), discrete_actions=True)
+    source = LearnedReward(model)
+
+    def trainer_reward(obs: np.ndarray, actions: list[int], next_obs: np.ndarray) -> np.ndarray:
+        batch = {"obs": obs, "action": np.array(actions, dtype=np.float32).reshape(-1, 1), "next_obs": next_obs}
+        with torch.no_grad():
+            return source({k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.items()}).numpy()
+
+    env = RewardSourceWrapper(envs.make("CartPole-v1", render_mode=None), source)
+    obs, _ = env.reset(seed=0)
+    for action in (0, 1, 1, 0):
+        next_obs, reward, _, _, _ = env.step(action)
+        assert reward == pytest.approx(trainer_reward(obs[None], [action], next_obs[None])[0], rel=1e-5)
+        obs = next_obs
+
+    venv = RewardVecEnvWrapper(dummy_vec("CartPole-v1", [100, 100]), source)
+    obs = venv.reset()
+    for actions in ([0, 1], [1, 1], [1, 0]):
+        next_obs, rewards, _, _ = venv.step(np.array(actions))
+        np.testing.assert_allclose(rewards, trainer_reward(obs, actions, next_obs), rtol=1e-5)
+        obs = next_obs
+
+
+def test_box_actions_reach_the_source_in_minus_one_one_through_both_wrappers():
+    """Pendulum acts in [-2, 2]; robotrl-trained reward models know actions only as the agent's [-1, 1]."""
+    from robotrl.interop import RewardVecEnvWrapper
+
+    source = FnReward(lambda b: b["action"][:, 0], {"action"})
+    env = RewardSourceWrapper(pendulum(seed=0), source)
+    env.reset()
+    rewards = [env.step(np.array([a], dtype=np.float32))[1] for a in (-2.0, -1.0, 0.0, 2.0)]
+    assert rewards == pytest.approx([-1.0, -0.5, 0.0, 1.0])
+
+    venv = RewardVecEnvWrapper(dummy_vec("Pendulum-v1", [5, 5]), source)
+    venv.reset()
+    _, rewards, _, _ = venv.step(np.array([[2.0], [-1.0]], dtype=np.float32))
+    np.testing.assert_allclose(rewards, [1.0, -0.5])
+    assert source.batches[-1]["action"].shape == (2, 1)
 
 
 @pytest.mark.parametrize("kind", ["gym", "vec"])
