@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 WANDB_INIT_TIMEOUT = 30
+METRICS_FILE = "metrics.jsonl"
 
 
 def to_float(value: Any) -> float:
@@ -27,16 +28,19 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool, wandb_cfg: Any | None, config: dict[str, Any],
                  resume_step: int | None = None) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None:
-            truncate_metrics(self.path, resume_step)
+        """`resume_step`: the step of the checkpoint a resumed run continues from; what was logged after it is
+        dropped (None: the run starts at step 0, so every earlier record is)."""
+        self.path = run_dir / METRICS_FILE
+        kept_until = -1 if resume_step is None else resume_step
+        truncate_metrics(self.path, kept_until)
         self.file = self.path.open("a", buffering=1)
         self.start = time.time()
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+            # TensorBoard hides the events of earlier attempts at steps >= purge_step
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=kept_until + 1)
         self.wandb_run = None
         if wandb_cfg is not None and wandb_cfg.mode != "disabled":
             try:

@@ -388,7 +388,10 @@ class PreferenceLoop:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
         self.rounds, self.last_round_step = state["rounds"], state["last_round_step"]
-        self.labelled_features, self.holdout = state["labelled_features"], state["holdout"]
+        device = self.model.device  # checkpoints load on the CPU; new labels come on the model's device
+        features = state["labelled_features"]
+        self.labelled_features = None if features is None else features.to(device)
+        self.holdout = [(left.to(device), right.to(device), *rest) for left, right, *rest in state["holdout"]]
         if "consumed_labels" in state:
             self.consumed, self.label_ids = set(state["consumed_labels"]), state["label_ids"]
         else:  # a checkpoint that tracked query ids: its labels stay for good (they cannot be told apart)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +30,8 @@ from robotrl.config import ConfigError, RunConfig, dump_config, load_config
 from robotrl.core import checkpoint as ckpt
 from robotrl.core.buffers import ReplayBatch, ReplayBuffer, RolloutBuffer
 from robotrl.core.device import resolve_device, set_torch_threads
-from robotrl.evaluation import evaluate, make_eval_env
-from robotrl.logger import MetricsLogger, to_float
+from robotrl.evaluation import EvalResult, evaluate, make_eval_env
+from robotrl.logger import METRICS_FILE, MetricsLogger, to_float
 from robotrl.pending_rewards import CodeRewarder, PendingRewards, PlaceholderReward, RolloutRewards
 from robotrl.preference import PreferenceLoop
 from robotrl.progress import TrainingProgress
@@ -46,6 +48,10 @@ class TrainingDiverged(RuntimeError):
 
 class _Stop(KeyboardInterrupt):
     """Raised from the SIGTERM handler so the loop can checkpoint and exit cleanly."""
+
+
+class _ForcedStop(_Stop):
+    """A second stop signal during a feedback round: exit without checkpointing the half-done round."""
 
 
 @dataclass
@@ -144,9 +150,13 @@ class Trainer:
     """Train one run from a config; `Trainer.resume(run_dir)` continues a killed run from its last checkpoint."""
 
     def __init__(self, config: RunConfig, run_dir: Path | None = None, reward_source: RewardSource | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, resuming: bool = False) -> None:
+        """`resuming`: `run_dir` holds an earlier attempt of this run (what `resume` passes); a new run refuses a
+        run dir that already holds metrics or a checkpoint."""
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+        if not resuming:
+            refuse_used_run_dir(self.run_dir)
         self.show_progress = progress
         set_torch_threads(config.train.torch_threads)
         self.device = resolve_device(config.device)
@@ -216,7 +226,7 @@ class Trainer:
         if (run_dir / REWARD_CODE).exists():  # continue on the run's own copy of its reward code
             overrides = (f"reward.code.path={run_dir / REWARD_CODE}", *overrides)
         config = load_config(run_dir / "config.yaml", overrides)
-        trainer = cls(config, run_dir, progress=progress)
+        trainer = cls(config, run_dir, progress=progress, resuming=True)
         path = run_dir / CHECKPOINT
         if path.exists():
             try:
@@ -238,7 +248,7 @@ class Trainer:
             raise TrainingDiverged(self._diverged_message("network parameters contain NaN/inf"))
         state: dict[str, Any] = {
             "step": self.step, "episodes": self.episodes, "agent": agent_state, "rng": ckpt.rng_state(),
-            "np_rng": self.rng.bit_generator.state, "last_eval": self.last_eval,
+            "np_rng": self.rng.bit_generator.state, "last_eval": self.last_eval, "last_eval_step": self.last_eval_step,
             "recent_returns": list(self.recent_returns), "config": self.config.model_dump(mode="json"),
             "episode_ids": self.episode_ids,
         }
@@ -252,10 +262,10 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything `save_checkpoint` wrote; a checkpoint this code cannot read fails with what to do."""
-        state = ckpt.load(path, self.device)
+        state = ckpt.load(path)  # on the CPU: RNG states must stay there; modules and buffers copy to the device
         try:
             self._restore(state)
-        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError) as err:
             raise ckpt.CheckpointError(
                 f"{path} does not fit this run ({type(err).__name__}: {str(err).splitlines()[0]}). It was probably "
                 "written by another robotrl version or for another config: resume it with the version that wrote "
@@ -270,6 +280,8 @@ class Trainer:
         self.step, self.episodes = state["step"], state["episodes"]
         self.checkpoint_step = self.step
         self.last_eval = state["last_eval"]
+        # checkpoints older than this field: assume the evaluations due so far were logged
+        self.last_eval_step = state.get("last_eval_step", self.step)
         self.recent_returns.extend(state["recent_returns"])
         self.episode_ids = state["episode_ids"]
         self.start_step = self.step
@@ -295,16 +307,22 @@ class Trainer:
                 cleanup.callback(self.rewarder.close)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            resume_step = self.checkpoint_step if self.checkpoint_step >= 0 else None  # None: start from scratch
             self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb,
-                                        cfg.model_dump(mode="json"), resume_step=self.step if self.step else None)
+                                        cfg.model_dump(mode="json"), resume_step=resume_step)
             cleanup.callback(self.logger.close)
-            self.eval_env = make_eval_env(cfg.env.id, cfg.env.kwargs, False, 0, 0, None, cfg.env.max_episode_steps)
-            cleanup.callback(self.eval_env.close)
+            self.eval_envs = []
+            for kwargs in eval_env_kwargs(cfg):
+                self.eval_envs.append(make_eval_env(cfg.env.id, kwargs, False, 0, 0, None, cfg.env.max_episode_steps))
+                cleanup.callback(self.eval_envs[-1].close)
             cleanup.callback(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
             signal.signal(signal.SIGTERM, _raise_stop)
             self.progress = TrainingProgress(cfg.train.total_steps, self.step, enabled=self.show_progress,
                                              description=cfg.name)
             try:
+                if self._evaluation_lost():  # the run was stopped while it evaluated
+                    self._evaluate()
+                    self.save_checkpoint()
                 with self.progress:
                     if self.agent.on_policy:
                         self._train_on_policy()
@@ -314,10 +332,17 @@ class Trainer:
                 final = self.last_eval if self.last_eval_step == self.step else self._evaluate()
                 if not saved:  # unless a periodic save just wrote this very state
                     self.save_checkpoint()
+            except _ForcedStop:
+                raise  # the last checkpoint holds a consistent state, this one does not
             except KeyboardInterrupt:
                 self.save_checkpoint()
                 raise
         return TrainResult(self.run_dir, self.step, final)
+
+    def _evaluation_lost(self) -> bool:
+        """Whether the evaluation due by this (resumed) step was never logged: a stop interrupted it."""
+        every = self.config.train.eval_every
+        return bool(every) and self.step // every > max(self.last_eval_step, 0) // every
 
     def _reset_envs(self) -> np.ndarray:
         # a resumed run starts fresh episodes, seeded by the step so that resumes are reproducible too
@@ -386,10 +411,15 @@ class Trainer:
         self.progress.update(self.step, recent, self.last_eval.get("eval/return"))
 
     def _evaluate(self) -> dict[str, float]:
+        """`eval_episodes` deterministic episodes, spread over the eval envs (one per task of multi-task ids)."""
         cfg = self.config
-        result = evaluate(self.agent, self.eval_env, self.adapter, cfg.train.eval_episodes, cfg.seed + 1_000_000,
-                          self.device)
-        self.last_eval, self.last_eval_step = result.summary(), self.step
+        episodes, tasks = cfg.train.eval_episodes, len(self.eval_envs)
+        results = [evaluate(self.agent, env, self.adapter, len(range(i, episodes, tasks)),
+                            cfg.seed + 1_000_000 + i * episodes, self.device) for i, env in enumerate(self.eval_envs)]
+        self.last_eval, self.last_eval_step = pooled(results).summary(), self.step
+        if tasks > 1:
+            self.last_eval.update({f"eval/tasks/{i}/success_rate": float(np.mean(result.successes))
+                                   for i, result in enumerate(results) if result.has_success})
         self.logger.log(self.step, self.last_eval)
         pref = self.preference
         if pref is not None and pref.rounds and pref.last_round_step != self.step and self.buffer is not None:
@@ -397,26 +427,29 @@ class Trainer:
         return self.last_eval
 
     def _feedback_round(self, relabel: bool) -> None:
-        """Ask for labels, retrain the reward, relabel the replay buffer (off-policy) and checkpoint."""
+        """Ask for labels, retrain the reward, relabel the replay buffer (off-policy) and checkpoint. A stop signal
+        waits for the end of the round (`_stops_deferred`), so no checkpoint holds half a round."""
         pref, buffer = self.preference, self.buffer
         assert pref is not None and buffer is not None
-        first = not pref.has_reward
-        self.progress.status(f"reward round {pref.rounds + 1}: labelling and training")
-        recent = self.config.reward.preference.segment_pool if self.agent.on_policy else None
-        metrics = pref.run_round(self.step, buffer, self.config.env.num_envs, list(self.recent_returns), recent,
-                                 status=self.progress.status)
-        if relabel and pref.has_reward:
-            started = time.perf_counter()
-            buffer.relabel(pref.reward_source)
-            pref.seconds["relabel"] += time.perf_counter() - started
-            metrics["time/relabel_s"] = pref.seconds["relabel"]
-            cfg = self.config.reward.preference
-            if first and cfg.reset_critic:
-                self.agent.reset_critic()
-                for _ in range(cfg.reset_updates):
-                    self.agent.update(self._sample(buffer))
-        self.logger.log(self.step, metrics)
-        self.progress.status(None)
+        with _stops_deferred():
+            # the agent has trained on no learned reward yet (`labels_from` may have trained one before round 1)
+            first = pref.rounds == 0 or not pref.has_reward
+            self.progress.status(f"reward round {pref.rounds + 1}: labelling and training")
+            recent = self.config.reward.preference.segment_pool if self.agent.on_policy else None
+            metrics = pref.run_round(self.step, buffer, self.config.env.num_envs, list(self.recent_returns), recent,
+                                     status=self.progress.status)
+            if relabel and pref.has_reward:
+                started = time.perf_counter()
+                buffer.relabel(pref.reward_source)
+                pref.seconds["relabel"] += time.perf_counter() - started
+                metrics["time/relabel_s"] = pref.seconds["relabel"]
+                cfg = self.config.reward.preference
+                if first and cfg.reset_critic:
+                    self.agent.reset_critic()
+                    for _ in range(cfg.reset_updates):
+                        self.agent.update(self._sample(buffer))
+            self.logger.log(self.step, metrics)
+            self.progress.status(None)
         self.save_checkpoint()
 
     def _train_off_policy(self) -> None:
@@ -425,6 +458,8 @@ class Trainer:
         obs = self._reset_envs()
         metrics: dict[str, torch.Tensor] = {}
         n = cfg.env.num_envs
+        # a resume without a saved buffer refills it, acting with the restored policy, before updating again
+        refill = max(algo.batch_size, algo.learning_starts) if self.step and not len(buffer) else 0
         while self.step < cfg.train.total_steps:
             if self.step < algo.learning_starts:
                 action = self.adapter.random(self.rng, n)
@@ -442,7 +477,8 @@ class Trainer:
             obs = next_obs
             if pref is not None and pref.round_due(self.step):
                 self._feedback_round(relabel=True)
-            if self.step >= algo.learning_starts and self.step // algo.train_every > before // algo.train_every:
+            ready = self.step >= algo.learning_starts and len(buffer) >= refill
+            if ready and self.step // algo.train_every > before // algo.train_every:
                 if self.rewarder is not None:  # score pending rows first: never train on placeholder rewards
                     self.rewarder.flush(buffer)
                 for _ in range(algo.gradient_steps):
@@ -542,6 +578,62 @@ def simulator_state_size(config: RunConfig) -> int:
         return len(envs.get_state(env))
     finally:
         env.close()
+
+
+def refuse_used_run_dir(run_dir: Path) -> None:
+    """A new run never writes into another run's folder, where their metrics and checkpoints would mix."""
+    used = [name for name in (METRICS_FILE, CHECKPOINT) if (run_dir / name).exists()]
+    if used:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(used)}): continue it with `robotrl resume "
+                          f"{run_dir}`, or start a new run with another --run-dir")
+
+
+def eval_env_kwargs(config: RunConfig) -> list[dict[str, Any]]:
+    """The make kwargs of each evaluation env: one env for most ids; for multi-task ids (e.g. metaworld/MT10, whose
+    vector env i runs task i) one per task among the first `eval_episodes` vector envs, so evaluation covers the
+    tasks training cycles through when `eval_episodes` is at least the number of tasks."""
+    vector_kwargs = envs.get_env_spec(config.env.id).vector_kwargs
+    if vector_kwargs is None:
+        return [config.env.kwargs]
+    variants: list[dict[str, Any]] = []
+    for i in range(config.train.eval_episodes):
+        kwargs = {**vector_kwargs(i), **config.env.kwargs}  # as `envs.make_vec`: the config's kwargs win
+        if kwargs not in variants:
+            variants.append(kwargs)
+    return variants
+
+
+def pooled(results: list[EvalResult]) -> EvalResult:
+    """The episodes of several evaluations as one."""
+    out = EvalResult([], [], [], has_success=any(r.has_success for r in results))
+    for result in results:
+        out.returns += result.returns
+        out.lengths += result.lengths
+        out.successes += result.successes
+        out.component_totals += result.component_totals
+    return out
+
+
+@contextlib.contextmanager
+def _stops_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT (Ctrl-C) until the block is done, then stop (`_Stop`) if one came. A second signal
+    stops at once (`_ForcedStop`), e.g. while a round waits for people."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if received:
+            raise _ForcedStop(f"received signal {signum} again")
+        received.append(signum)
+        print("stopping after this feedback round (signal again to stop now and lose the round)", file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise _Stop(f"received signal {received[0]}")
 
 
 def _raise_stop(signum: int, frame: object) -> None:

@@ -39,7 +39,10 @@ class CheckpointError(RuntimeError):
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `atomic_save`, mapping tensors to `device`."""
+    """Load a checkpoint written by `atomic_save`, mapping tensors to `device`.
+
+    To restore a run, load on the CPU (the default): RNG states must be CPU ByteTensors, and module and buffer loads
+    copy their tensors to the device themselves."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")

@@ -49,6 +49,8 @@ def test_a_new_run_in_a_used_run_directory_trains_on_the_code_its_config_names(t
     second.write_text(UPRIGHT.replace("upright - effort", "-upright"))
     run = tmp_path / "run"
     Trainer(code_config(tiny_config, first, steps=150), run_dir=run, progress=False).train()
+    for name in ("metrics.jsonl", "checkpoint.pt"):  # a new run refuses a folder holding a run: keep only the code
+        (run / name).unlink()
     trainer = Trainer(code_config(tiny_config, second, steps=150), run_dir=run, progress=False)
     trainer.train()
     assert (run / REWARD_CODE).read_text() == second.read_text()
