@@ -46,9 +46,13 @@ class ActionAdapter:
         assert self.low is not None and self.high is not None
         return np.clip((action - self.low) / (self.high - self.low) * 2.0 - 1.0, -1.0, 1.0)
 
+    def applied(self, action: np.ndarray) -> np.ndarray:
+        """The agent action(s) the env carries out: continuous ones clipped to [-1, 1] (a Gaussian policy's samples
+        can fall outside), discrete ones as they are. Rewards and segments see these, not the raw samples."""
+        return action if self.discrete else np.clip(action, -1.0, 1.0)
+
     def to_env(self, action: np.ndarray) -> np.ndarray:
         """Agent action(s) -> env action(s): clip to [-1, 1] and rescale to [low, high], or take the integer index."""
         if self.discrete:
             return np.asarray(action).astype(np.int64).reshape(np.shape(action)[:-1] or ())
-        clipped = np.clip(action, -1.0, 1.0)
-        return self.low + (clipped + 1.0) * 0.5 * (self.high - self.low)
+        return self.low + (self.applied(action) + 1.0) * 0.5 * (self.high - self.low)

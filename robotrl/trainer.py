@@ -512,13 +512,14 @@ class Trainer:
                 done = terminated | truncated
                 rollout.add(obs_n, action, log_prob, value, None, done)  # its reward is written by `rewards`
                 bootstrap = self._time_limit_bootstrap(true_next, terminated, truncated)
+                applied = self.adapter.applied(action)  # rewards and segments see the action the env carried out
                 if code is not None:
-                    rewards.defer(self._transitions(code.reward.needs, obs, action, true_next, env_reward, terminated,
-                                                    truncated, info), done, bootstrap)
+                    rewards.defer(self._transitions(code.reward.needs, obs, applied, true_next, env_reward,
+                                                    terminated, truncated, info), done, bootstrap)
                 else:
-                    reward = self._rewards(obs, action, true_next, env_reward, terminated, truncated, info)
+                    reward = self._rewards(obs, applied, true_next, env_reward, terminated, truncated, info)
                     if self.preference is not None:
-                        reward = self._pool_step(obs, action, true_next, reward, env_reward, terminated, truncated,
+                        reward = self._pool_step(obs, applied, true_next, reward, env_reward, terminated, truncated,
                                                  info)
                     rewards.add(reward, done, bootstrap)
                 self._after_env_step(terminated, truncated, info)

@@ -226,3 +226,20 @@ def test_rounds_log_the_starc_distance_of_learned_from_true_reward(tiny_config, 
     assert pref.starc_distance(trainer.buffer, 1000) == pytest.approx(0.0, abs=1e-6)
     pref.reward_source = Negated()  # the opposite ordering of policies: distance 1
     assert pref.starc_distance(trainer.buffer, 1000) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_prefppo_rewards_and_segments_see_the_actions_the_env_carried_out(tiny_config, tmp_path):
+    """A wide Gaussian policy samples actions far outside [-1, 1]; the env clips them, and the segments people and
+    teachers judge (and the reward model reads) must hold those clipped actions, not the raw samples."""
+    config = tiny_config("ppo", env_id="Pendulum-v1", algo={"log_std_init": 1.5}, reward={
+        "source": "preference", "preference": {
+            "budget": 6, "queries_per_round": 6, "segment_length": 20, "query_every": 128, "unsup_steps": 0,
+            "sampler": "uniform", "diagnostic_pairs": 0, "model": {"hidden_sizes": [16], "max_epochs": 2}}},
+        train={"total_steps": 192})
+    trainer = Trainer(config, run_dir=tmp_path / "run", progress=False)
+    trainer.train()
+    stored = trainer.buffer.storage["action"][: len(trainer.buffer)]
+    assert stored.abs().max() <= 1.0 and (stored.abs() == 1.0).float().mean() > 0.2  # many samples were clipped
+    with LabelStore.open(tmp_path / "run" / LABEL_STORE) as store:
+        pairs = store.labelled_pairs(include_skipped=True)
+    assert torch.cat([pairs.left.action, pairs.right.action]).abs().max() <= 1.0
