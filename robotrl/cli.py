@@ -4,7 +4,6 @@ label (a web page where people label preference queries)."""
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 from pathlib import Path
@@ -561,10 +560,9 @@ def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
     """128 + the signal, as a shell reports it: 143 for SIGTERM, 130 for Ctrl-C.
 
     The trainer raises the signals it handles (SIGTERM, and those held back during a feedback round) as interrupts
-    that name the signal ("received signal 15"); any other interrupt is Ctrl-C.
+    carrying the signal number (`signum`); any other interrupt is Ctrl-C.
     """
-    named = re.search(r"received signal (\d+)", str(interrupt))
-    return 128 + (int(named.group(1)) if named else signal.SIGINT)
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Stop(KeyboardInterrupt):
-    """Raised from the SIGTERM handler so the loop can checkpoint and exit cleanly."""
+    """Raised from the stop-signal handlers so the loop can checkpoint and exit cleanly; `signum` names the signal."""
+
+    def __init__(self, signum: int, again: bool = False) -> None:
+        super().__init__(f"received signal {signum}" + (" again" if again else ""))
+        self.signum = signum
 
 
 class _ForcedStop(_Stop):
@@ -623,7 +627,7 @@ def _stops_deferred() -> Iterator[None]:
 
     def hold(signum: int, frame: object) -> None:
         if received:
-            raise _ForcedStop(f"received signal {signum} again")
+            raise _ForcedStop(signum, again=True)
         received.append(signum)
         print("stopping after this feedback round (signal again to stop now and lose the round)", file=sys.stderr)
 
@@ -634,9 +638,9 @@ def _stops_deferred() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
-        raise _Stop(f"received signal {received[0]}")
+        raise _Stop(received[0])
 
 
 def _raise_stop(signum: int, frame: object) -> None:
-    raise _Stop(f"received signal {signum}")
+    raise _Stop(signum)
 

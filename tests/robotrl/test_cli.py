@@ -295,7 +295,9 @@ def test_main_prints_expected_errors_and_reraises_bugs(trained_pendulum_run, cap
 
 def test_interrupt_exit_code_is_128_plus_the_signal_the_trainer_names():
     from robotrl.cli import interrupted_exit_code
+    from robotrl.trainer import _ForcedStop, _Stop
 
     assert interrupted_exit_code(KeyboardInterrupt()) == 130  # Ctrl-C outside the trainer's handlers
-    assert interrupted_exit_code(KeyboardInterrupt("received signal 15")) == 143
-    assert interrupted_exit_code(KeyboardInterrupt("received signal 2 again")) == 130
+    assert interrupted_exit_code(_Stop(15)) == 143
+    assert interrupted_exit_code(_ForcedStop(15, again=True)) == 143
+    assert interrupted_exit_code(_Stop(2)) == 130  # a Ctrl-C held back during a feedback round
