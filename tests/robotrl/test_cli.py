@@ -231,8 +231,15 @@ def test_interrupted_training_saves_a_checkpoint_and_exits_128_plus_the_signal(t
         periodic(self, *args)
 
     monkeypatch.setattr(Trainer, "_periodic", interrupt_at_step_150)
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs (e.g. CI) with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     run = tmp_path / "run"
-    assert main(["train", str(write_config(tmp_path, tiny_raw("sac"))), "--run-dir", str(run), "--no-progress"]) == code
+    try:
+        exit_code = main(["train", str(write_config(tmp_path, tiny_raw("sac"))), "--run-dir", str(run),
+                          "--no-progress"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert exit_code == code
     assert f"interrupted; continue from the last checkpoint with `robotrl resume {run}`" in capsys.readouterr().err
     assert (run / CHECKPOINT).exists()
 
